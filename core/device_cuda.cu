@@ -1,0 +1,60 @@
+// CUDA device discovery and the CUDA tensor allocator.
+#include <cuda_runtime.h>
+
+#include <string>
+
+#include "core/error.h"
+#include "core/tensor.h"
+
+namespace alexnet {
+
+#define ALEXNET_CUDA_CHECK(expr)                                                        \
+  do {                                                                                  \
+    cudaError_t err_ = (expr);                                                          \
+    ALEXNET_CHECK(err_ == cudaSuccess, "CUDA call ", #expr, " failed: ",                \
+                  cudaGetErrorString(err_));                                            \
+  } while (0)
+
+namespace {
+
+void register_cuda_allocator() {
+  DeviceAllocator a;
+  a.allocate = [](size_t bytes, int index) {
+    ALEXNET_CUDA_CHECK(cudaSetDevice(index));
+    void* p = nullptr;
+    ALEXNET_CUDA_CHECK(cudaMalloc(&p, bytes == 0 ? 256 : bytes));
+    return std::make_shared<Storage>(p, bytes, Device::cuda(index), [](void* q) { cudaFree(q); });
+  };
+  a.copy = [](void* dst, Device, const void* src, Device, size_t bytes) {
+    ALEXNET_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDefault));
+  };
+  a.zero = [](void* dst, int index, size_t bytes) {
+    ALEXNET_CUDA_CHECK(cudaSetDevice(index));
+    ALEXNET_CUDA_CHECK(cudaMemset(dst, 0, bytes));
+  };
+  register_device_allocator(Device::Kind::kCUDA, a);
+}
+
+}  // namespace
+
+int cuda_device_count_impl(std::string* why) {
+  int n = 0;
+  cudaError_t err = cudaGetDeviceCount(&n);
+  if (err != cudaSuccess) {
+    *why = cudaGetErrorString(err);
+    cudaGetLastError();  // clear the sticky "no device" error
+    return 0;
+  }
+  if (n == 0) {
+    *why = "the driver reports no devices";
+    return 0;
+  }
+  static bool registered = [] {
+    register_cuda_allocator();
+    return true;
+  }();
+  (void)registered;
+  return n;
+}
+
+}  // namespace alexnet

@@ -1,0 +1,63 @@
+// Tensor: allocation, views, slices, copies, conversion, errors.
+#include <gtest/gtest.h>
+
+#include <cstdint>
+
+#include "core/error.h"
+#include "core/tensor.h"
+
+namespace alexnet {
+namespace {
+
+TEST(Tensor, AlignedZeroedAndShaped) {
+  Tensor t = Tensor::zeros({2, 3, 4});
+  EXPECT_EQ(t.numel(), 24);
+  EXPECT_EQ(t.nbytes(), 96u);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(t.raw_data()) % 64, 0u);
+  for (int i = 0; i < 24; ++i) EXPECT_EQ(t.data<float>()[i], 0.0f);
+}
+
+TEST(Tensor, ViewsAndSlicesShareStorage) {
+  Tensor t = Tensor::from_vector<float>({3, 2}, {0, 1, 2, 3, 4, 5});
+  Tensor s = t.slice0(1, 3);
+  EXPECT_EQ(s.shape(), (Shape{2, 2}));
+  EXPECT_EQ(s.data<float>()[0], 2.0f);
+  s.data<float>()[0] = 9;
+  EXPECT_EQ(t.data<float>()[2], 9.0f);
+  Tensor v = t.view({6});
+  EXPECT_TRUE(v.shares_storage(t));
+  Tensor c = t.clone();
+  EXPECT_FALSE(c.shares_storage(t));
+  EXPECT_EQ(c.data<float>()[2], 9.0f);
+}
+
+TEST(Tensor, WrongAccessIsAnInternalError) {
+  Tensor t = Tensor::zeros({2});
+  EXPECT_THROW(t.data<double>(), InternalError);
+  EXPECT_THROW(t.view({3}), InternalError);
+  EXPECT_THROW(t.slice0(1, 3), InternalError);
+}
+
+TEST(Tensor, ConvertsAndConcatenates) {
+  Tensor a = Tensor::from_vector<float>({1, 2}, {1.5f, -2});
+  Tensor b = Tensor::from_vector<float>({2, 2}, {3, 4, 5, 6});
+  Tensor c = concat0({a, b});
+  EXPECT_EQ(c.shape(), (Shape{3, 2}));
+  EXPECT_EQ(c.data<float>()[5], 6.0f);
+  Tensor d = c.to(DType::kF64);
+  EXPECT_EQ(d.data<double>()[0], 1.5);
+  EXPECT_EQ(d.to(DType::kF32).data<float>()[1], -2.0f);
+}
+
+TEST(Tensor, NoCudaBackendIsAClearError) {
+  try {
+    Tensor::empty({4}, DType::kF32, Device::cuda(0));
+    // Reaching here means a CUDA device exists and allocation worked.
+    SUCCEED();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("cuda:0"), std::string::npos);
+  }
+}
+
+}  // namespace
+}  // namespace alexnet
