@@ -1,0 +1,32 @@
+// Checkpoints in HDF5, layout v1 (shared/ARCHITECTURE.md): the full resolved config, the model in
+// the tower-merged layout of a grouped-convolution AlexNet, and the SGD momentum.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+
+#include "core/tensor.h"
+
+namespace alexnet {
+
+constexpr const char* kCheckpointFormat = "alexnet-checkpoint";
+constexpr int kCheckpointFormatVersion = 1;
+
+struct CheckpointData {
+  std::string config_yaml;                 // /config
+  std::map<std::string, Tensor> model;     // "conv1/weight" -> float32, merged layout (/model/...)
+  std::map<std::string, Tensor> momentum;  // same keys (/optimizer/momentum/...); empty: none stored
+  int64_t step = 0;                        // root attributes
+  int64_t epoch = 0;
+};
+
+// Writes `path` (truncating). Tensors must be CPU float32.
+void write_checkpoint(const std::string& path, const CheckpointData& data);
+
+// Reads a checkpoint. Accepts a weights-only file (only /config and /model); missing step/epoch
+// attributes read as 0. Errors name the file and the problem (not HDF5, wrong format attribute,
+// unsupported version, missing /config or /model).
+CheckpointData read_checkpoint(const std::string& path);
+
+}  // namespace alexnet
