@@ -1,0 +1,116 @@
+// Training throughput of the full 1000-class two-tower AlexNet on the CPU backend (forward,
+// backward, paper SGD step; dropout on), and this machine's measured SGEMM rate for comparison.
+// Prints parseable lines: "ours_img_per_s X", "sgemm_gflops X", "fraction_of_sgemm X".
+#include <cblas.h>
+#include <oneapi/dnnl/dnnl.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <vector>
+
+#include "core/cli.h"
+#include "core/rng.h"
+#include "core/threads.h"
+#include "model/alexnet.h"
+
+extern "C" void openblas_set_num_threads(int threads);  // OpenBLAS keeps its own thread pool
+
+namespace {
+
+// GFLOP of one training image by the usual convention: three times the forward pass (forward, data
+// gradient, weight gradient), 2 FLOP per multiply-add: 4.35 for the paper's network.
+double train_gflop_per_image(const alexnet::ModelConfig& m) {
+  const alexnet::NetShapes s = alexnet::alexnet_shapes(m);
+  auto conv = [](double out_c, double in_c, double k, double side) { return out_c * in_c * k * k * side * side; };
+  const double macs = conv(96, 3, 11, s.conv1) + conv(256, 48, 5, s.pool1) + conv(384, 256, 3, s.pool2) + conv(384, 192, 3, s.pool2) +
+                      conv(256, 192, 3, s.pool2) + 4096.0 * s.fc6_in + 4096.0 * 4096 + 4096.0 * m.num_classes;
+  return 3 * 2 * macs / 1e9;
+}
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+// The better of OpenBLAS and oneDNN on a large square SGEMM, GFLOP/s (median of 5).
+double sgemm_gflops() {
+  const int n = 2048;
+  std::vector<float> a(size_t(n) * n, 0.5f), b(size_t(n) * n, 0.25f), c(size_t(n) * n);
+  double best = 0;
+  for (int lib = 0; lib < 2; ++lib) {
+    std::vector<double> rates;
+    for (int rep = 0; rep < 6; ++rep) {
+      auto t0 = std::chrono::steady_clock::now();
+      if (lib == 0)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f,
+                    c.data(), n);
+      else
+        dnnl_sgemm('N', 'N', n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(), n);
+      if (rep > 0) rates.push_back(2.0 * n * n * n / seconds_since(t0) / 1e9);
+    }
+    const double r = median(rates);
+    std::printf("sgemm_%s_gflops %.1f\n", lib == 0 ? "openblas" : "onednn", r);
+    best = std::max(best, r);
+  }
+  return best;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace alexnet;
+  try {
+    ArgParser args("bench_train", "[--batch 64] [--threads 2] [--iters 5] [--no-sgemm]");
+    args.config_options();
+    args.option("--batch", "images per step (default 64)");
+    args.option("--threads", "CPU threads (default 2)");
+    args.option("--iters", "timed steps (default 5, after one warm-up)");
+    args.flag("--no-sgemm", "skip the SGEMM measurement");
+    if (!args.parse(argc, argv)) return 0;
+    Config cfg = args.load_config();
+    const int64_t batch = args.get_int_or("--batch", 64);
+    const int threads = set_cpu_threads(static_cast<int>(args.get_int_or("--threads", 2)));
+    openblas_set_num_threads(threads);
+    const int iters = static_cast<int>(args.get_int_or("--iters", 5));
+    const int64_t s = cfg.model.input_size;
+    std::printf("config: %d classes, norm %s, batch %ld, threads %d\n", cfg.model.num_classes,
+                enum_name(cfg.model.norm), static_cast<long>(batch), threads);
+
+    AlexNet net(cfg.model);
+    net.init_paper(1);
+    Tensor x = Tensor::empty({batch, 3, s, s});
+    const CounterRng rng(make_key(1, RngPurpose::kSynth), 0);
+    for (int64_t i = 0; i < x.numel(); ++i) x.data<float>()[i] = static_cast<float>(rng.normal(i));
+    std::vector<int64_t> l(batch);
+    for (int64_t i = 0; i < batch; ++i) l[i] = i % cfg.model.num_classes;
+    Tensor y = Tensor::from_vector<int64_t>({batch}, l);
+
+    std::vector<double> times;
+    for (int it = 0; it <= iters; ++it) {
+      PassOptions opt;
+      opt.step = static_cast<uint64_t>(it);
+      auto t0 = std::chrono::steady_clock::now();
+      net.train_pass(x, y, opt);
+      net.sgd_step(0.01, 0.9, 0.0005);
+      if (it > 0) times.push_back(seconds_since(t0));
+    }
+    const double sec = median(times);
+    const double ips = batch / sec;
+    const double gflop = train_gflop_per_image(cfg.model);
+    std::printf("ours_step_s %.3f\nours_img_per_s %.2f\ngflop_per_image %.3f\nours_gflops %.1f\n", sec, ips,
+                gflop, ips * gflop);
+    if (!args.has("--no-sgemm")) {
+      const double peak = sgemm_gflops();
+      std::printf("sgemm_gflops %.1f\nfraction_of_sgemm %.3f\n", peak, ips * gflop / peak);
+    }
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_train: error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,549 @@
+// The two-tower AlexNet graph: parameter table, paper initialisation, forward, backward and the
+// paper's SGD step. Tower-to-tower traffic happens only in the gather/scatter helpers below.
+#include "model/alexnet.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "core/error.h"
+#include "core/rng.h"
+#include "model/layers.h"
+
+namespace alexnet {
+namespace {
+
+constexpr int kConv1 = 48, kConv2 = 128, kConv3 = 192, kConv4 = 192, kConv5 = 128;  // per tower
+constexpr int kFc = 2048;                                                           // per tower
+constexpr double kInitStd = 0.01;  // paper §5
+
+// Columns [col0, col0 + src row length) of every row of dst ([N, *]) receive src ([N, *]).
+void put_columns(const Tensor& src, Tensor& dst, int64_t col0) {
+  const int64_t n = src.dim(0), w = src.numel() / n, dw = dst.numel() / n;
+  ALEXNET_ASSERT(dst.dim(0) == n && col0 + w <= dw, "put_columns: ", src.describe(), " into ",
+                 dst.describe(), " at ", col0);
+  const float* s = src.data<float>();
+  float* d = dst.data<float>();
+#pragma omp parallel for
+  for (int64_t r = 0; r < n; ++r) std::memcpy(d + r * dw + col0, s + r * w, w * sizeof(float));
+}
+
+// dst ([N, w]) = (accumulate ? dst : 0) + columns [col0, col0 + w) of src ([N, *]).
+void take_columns(const Tensor& src, int64_t col0, Tensor& dst, bool accumulate) {
+  const int64_t n = dst.dim(0), w = dst.numel() / n, sw = src.numel() / n;
+  ALEXNET_ASSERT(src.dim(0) == n && col0 + w <= sw, "take_columns: ", src.describe(), " into ",
+                 dst.describe(), " at ", col0);
+  const float* s = src.data<float>();
+  float* d = dst.data<float>();
+#pragma omp parallel for
+  for (int64_t r = 0; r < n; ++r) {
+    const float* sr = s + r * sw + col0;
+    float* dr = d + r * w;
+    if (accumulate) {
+      for (int64_t i = 0; i < w; ++i) dr[i] += sr[i];
+    } else {
+      std::memcpy(dr, sr, w * sizeof(float));
+    }
+  }
+}
+
+}  // namespace
+
+Shape ParamInfo::tower_shape(int tower) const {
+  Shape s = merged;
+  s[0] = tower == 0 ? split : merged[0] - split;
+  return s;
+}
+
+NetShapes alexnet_shapes(const ModelConfig& cfg) {
+  ALEXNET_CHECK(cfg.num_classes >= 2, "config key 'model.num_classes': must be at least 2 (got ",
+                cfg.num_classes, ")");
+  ALEXNET_CHECK(cfg.pool.size >= 1 && cfg.pool.stride >= 1,
+                "config key 'model.pool': size and stride must be positive");
+  auto pool = [&](int64_t side) { return side < cfg.pool.size ? 0 : (side - cfg.pool.size) / cfg.pool.stride + 1; };
+  NetShapes s;
+  s.conv1 = cfg.input_size >= 11 ? conv_out_size(cfg.input_size, 11, 4, 0) : 0;
+  s.pool1 = pool(s.conv1);
+  s.pool2 = pool(s.pool1);  // conv2 (5/1/2) keeps the side
+  s.pool5 = pool(s.pool2);  // conv3-5 (3/1/1) keep it too
+  s.fc6_in = 2 * kConv5 * s.pool5 * s.pool5;
+  ALEXNET_CHECK(s.pool5 >= 1, "config key 'model.input_size': ", cfg.input_size,
+                " is too small for the network with pool ", cfg.pool.size, "/", cfg.pool.stride,
+                " (sides: conv1 ", s.conv1, ", pool1 ", s.pool1, ", pool2 ", s.pool2, ", pool5 ",
+                s.pool5, ")");
+  return s;
+}
+
+std::vector<ParamInfo> alexnet_param_table(const ModelConfig& cfg) {
+  const NetShapes s = alexnet_shapes(cfg);
+  const int64_t k = cfg.num_classes;
+  std::vector<ParamInfo> t;
+  auto layer = [&](const std::string& name, Shape w) {
+    int64_t rows = w[0];
+    t.push_back({name + "/weight", w, rows / 2, true, true});
+    t.push_back({name + "/bias", {rows}, rows / 2, true, false});
+  };
+  // Backward-completion order: fc8 first.
+  layer("fc8", {k, 2 * kFc});
+  layer("fc7", {2 * kFc, 2 * kFc});
+  layer("fc6", {2 * kFc, s.fc6_in});
+  layer("conv5", {2 * kConv5, kConv4, 3, 3});
+  layer("conv4", {2 * kConv4, kConv3, 3, 3});
+  layer("conv3", {2 * kConv3, 2 * kConv2, 3, 3});
+  const bool bn = cfg.norm == NormKind::kBatchNorm;
+  if (bn) {
+    t.push_back({"norm2/weight", {2 * kConv2}, kConv2, true, false});
+    t.push_back({"norm2/bias", {2 * kConv2}, kConv2, true, false});
+  }
+  layer("conv2", {2 * kConv2, kConv1, 5, 5});
+  if (bn) {
+    t.push_back({"norm1/weight", {2 * kConv1}, kConv1, true, false});
+    t.push_back({"norm1/bias", {2 * kConv1}, kConv1, true, false});
+  }
+  layer("conv1", {2 * kConv1, 3, 11, 11});
+  if (bn) {
+    for (const char* norm : {"norm1", "norm2"}) {
+      int64_t c = std::string(norm) == "norm1" ? 2 * kConv1 : 2 * kConv2;
+      t.push_back({std::string(norm) + "/running_mean", {c}, c / 2, false, false});
+      t.push_back({std::string(norm) + "/running_var", {c}, c / 2, false, false});
+    }
+  }
+  return t;
+}
+
+int64_t alexnet_parameter_count(const ModelConfig& cfg) {
+  int64_t n = 0;
+  for (const ParamInfo& p : alexnet_param_table(cfg))
+    if (p.trainable) n += shape_numel(p.merged);
+  return n;
+}
+
+AlexNet::AlexNet(const ModelConfig& cfg, std::array<Device, kTowers> devices)
+    : cfg_(cfg), shapes_(alexnet_shapes(cfg)), table_(alexnet_param_table(cfg)), devices_(devices) {
+  for (int t = 0; t < kTowers; ++t) {
+    ALEXNET_CHECK(devices_[t].is_cpu(), "the model's CUDA path is not part of this build's CPU graph; tower ",
+                  t, " asked for ", devices_[t].str());
+    Tower& tw = towers_[t];
+    int64_t total = 0;
+    for (const ParamInfo& p : table_)
+      if (p.trainable) total += shape_numel(p.tower_shape(t));
+    tw.params = Tensor::zeros({total}, DType::kF32, devices_[t]);
+    tw.grads = Tensor::zeros({total}, DType::kF32, devices_[t]);
+    tw.velocity = Tensor::zeros({total}, DType::kF32, devices_[t]);
+    int64_t off = 0;
+    for (const ParamInfo& p : table_) {
+      Shape shape = p.tower_shape(t);
+      int64_t n = shape_numel(shape);
+      if (p.trainable) {
+        tw.p.push_back(tw.params.slice0(off, off + n).view(shape));
+        tw.g.push_back(tw.grads.slice0(off, off + n).view(shape));
+        tw.v.push_back(tw.velocity.slice0(off, off + n).view(shape));
+        off += n;
+      } else {
+        tw.p.push_back(Tensor::zeros(shape, DType::kF32, devices_[t]));
+        tw.g.emplace_back();
+        tw.v.emplace_back();
+      }
+    }
+  }
+  init_paper(1);
+}
+
+int AlexNet::index_of(const std::string& name) const {
+  for (size_t i = 0; i < table_.size(); ++i)
+    if (table_[i].name == name) return static_cast<int>(i);
+  ALEXNET_FAIL("no tensor named '", name, "' in this network (norm: ", enum_name(cfg_.norm), ")");
+}
+
+void AlexNet::init_paper(uint64_t seed) {
+  for (size_t i = 0; i < table_.size(); ++i) {
+    const ParamInfo& info = table_[i];
+    const std::string layer = info.name.substr(0, info.name.find('/'));
+    const std::string what = info.name.substr(info.name.find('/') + 1);
+    const int64_t row = shape_numel(info.merged) / info.merged[0];
+    const PhiloxKey key = make_key(seed, RngPurpose::kInit, static_cast<uint32_t>(i));
+    for (int t = 0; t < kTowers; ++t) {
+      Tensor host = Tensor::empty(info.tower_shape(t));
+      float* d = host.data<float>();
+      const int64_t n = host.numel();
+      if (what == "weight" && layer.rfind("norm", 0) != 0) {
+        const int64_t base = info.tower_rows_begin(t) * row;
+        const CounterRng rng(key, 0);
+#pragma omp parallel for
+        for (int64_t e = 0; e < n; ++e) d[e] = static_cast<float>(kInitStd * rng.normal(base + e));
+      } else {
+        float value = 0.0f;
+        if (what == "bias" && (layer == "conv2" || layer == "conv4" || layer == "conv5" ||
+                               layer == "fc6" || layer == "fc7"))
+          value = 1.0f;
+        if (what == "weight" || what == "running_var") value = 1.0f;  // batch-norm scale, variance
+        std::fill(d, d + n, value);
+      }
+      towers_[t].p[i].copy_from(host);
+    }
+  }
+  for (Tower& tw : towers_) tw.velocity.fill_zero();
+}
+
+std::map<std::string, Tensor> AlexNet::state() const {
+  std::map<std::string, Tensor> out;
+  for (size_t i = 0; i < table_.size(); ++i)
+    out[table_[i].name] = concat0({towers_[0].p[i].clone(Device::cpu()), towers_[1].p[i].clone(Device::cpu())});
+  return out;
+}
+
+std::map<std::string, Tensor> AlexNet::gradients() const {
+  std::map<std::string, Tensor> out;
+  for (size_t i = 0; i < table_.size(); ++i)
+    if (table_[i].trainable)
+      out[table_[i].name] = concat0({towers_[0].g[i].clone(Device::cpu()), towers_[1].g[i].clone(Device::cpu())});
+  return out;
+}
+
+std::map<std::string, Tensor> AlexNet::momentum() const {
+  std::map<std::string, Tensor> out;
+  for (size_t i = 0; i < table_.size(); ++i)
+    if (table_[i].trainable)
+      out[table_[i].name] = concat0({towers_[0].v[i].clone(Device::cpu()), towers_[1].v[i].clone(Device::cpu())});
+  return out;
+}
+
+namespace {
+
+// Checks that `given` holds exactly the entries of `table` selected by `want` with their shapes.
+void check_tensor_set(const std::vector<ParamInfo>& table, bool trainable_only,
+                      const std::map<std::string, Tensor>& given, const std::string& what,
+                      const std::string& source) {
+  size_t expected = 0;
+  for (const ParamInfo& p : table) {
+    if (trainable_only && !p.trainable) continue;
+    ++expected;
+    auto it = given.find(p.name);
+    ALEXNET_CHECK(it != given.end(), source, ": ", what, " has no tensor '", p.name,
+                  "' that this model needs (", shape_str(p.merged), ")");
+    ALEXNET_CHECK(it->second.shape() == p.merged, source, ": ", what, " tensor '", p.name,
+                  "' has shape ", shape_str(it->second.shape()), ", the model needs ",
+                  shape_str(p.merged));
+    ALEXNET_CHECK(it->second.dtype() == DType::kF32, source, ": ", what, " tensor '", p.name,
+                  "' is ", dtype_name(it->second.dtype()), ", expected float32");
+  }
+  if (given.size() != expected) {
+    for (const auto& [name, tensor] : given) {
+      bool known = false;
+      for (const ParamInfo& p : table) known |= (p.name == name && (p.trainable || !trainable_only));
+      ALEXNET_CHECK(known, source, ": ", what, " holds '", name,
+                    "', which this model (its config's model: section) does not have");
+    }
+  }
+}
+
+}  // namespace
+
+void AlexNet::load_state(const std::map<std::string, Tensor>& state, const std::string& source) {
+  check_tensor_set(table_, false, state, "model", source);
+  for (size_t i = 0; i < table_.size(); ++i) {
+    const Tensor& m = state.at(table_[i].name);
+    for (int t = 0; t < kTowers; ++t) {
+      int64_t b = table_[i].tower_rows_begin(t);
+      towers_[t].p[i].copy_from(m.slice0(b, b + towers_[t].p[i].dim(0)));
+    }
+  }
+}
+
+void AlexNet::load_momentum(const std::map<std::string, Tensor>& momentum, const std::string& source) {
+  if (momentum.empty()) {
+    for (Tower& tw : towers_) tw.velocity.fill_zero();
+    return;
+  }
+  check_tensor_set(table_, true, momentum, "momentum", source);
+  for (size_t i = 0; i < table_.size(); ++i) {
+    if (!table_[i].trainable) continue;
+    const Tensor& m = momentum.at(table_[i].name);
+    for (int t = 0; t < kTowers; ++t) {
+      int64_t b = table_[i].tower_rows_begin(t);
+      towers_[t].v[i].copy_from(m.slice0(b, b + towers_[t].v[i].dim(0)));
+    }
+  }
+}
+
+Tensor& AlexNet::scratch(int tower, const std::string& name, const Shape& shape, DType dtype) {
+  std::map<std::string, Tensor>& ws = tower < 0 ? shared_ws_ : towers_[tower].ws;
+  Tensor& t = ws[name];
+  if (!t.defined() || t.shape() != shape || t.dtype() != dtype)
+    t = Tensor::empty(shape, dtype, tower < 0 ? Device::cpu() : devices_[tower]);
+  return t;
+}
+
+void AlexNet::check_batch(const Tensor& images, const Tensor* labels) const {
+  const int64_t s = cfg_.input_size;
+  ALEXNET_CHECK(images.device().is_cpu() && images.dtype() == DType::kF32 && images.ndim() == 4 &&
+                    images.dim(0) >= 1 && images.dim(1) == 3 && images.dim(2) == s && images.dim(3) == s,
+                "images must be float32 [N, 3, ", s, ", ", s, "] (model.input_size ", s, "), got ",
+                images.describe());
+  if (labels) {
+    ALEXNET_CHECK(labels->dtype() == DType::kI64 && labels->ndim() == 1 &&
+                      labels->dim(0) == images.dim(0),
+                  "labels must be int64 [", images.dim(0), "], got ", labels->describe());
+    const int64_t* l = labels->data<int64_t>();
+    for (int64_t i = 0; i < labels->numel(); ++i)
+      ALEXNET_CHECK(l[i] >= 0 && l[i] < cfg_.num_classes, "label ", l[i], " of sample ", i,
+                    " is outside [0, ", cfg_.num_classes, ") (model.num_classes)");
+  }
+}
+
+Tensor AlexNet::forward(const Tensor& x, bool training, const PassOptions& opt) {
+  const int64_t n = x.dim(0);
+  const NetShapes& s = shapes_;
+  const bool relu = cfg_.activation == Activation::kRelu;
+  const LrnParams lrn{cfg_.lrn.k, cfg_.lrn.n, cfg_.lrn.alpha, cfg_.lrn.beta};
+  const PoolParams pool{cfg_.pool.size, cfg_.pool.stride};
+  const BatchNormParams bnp;
+  const bool dropout = training && opt.dropout && cfg_.dropout > 0;
+  pass_dropout_ = dropout;
+  std::vector<int64_t> ids;
+  if (dropout && !opt.sample_ids) {
+    ids.resize(n);
+    for (int64_t i = 0; i < n; ++i) ids[i] = i;
+  }
+  const int64_t* sample_ids = opt.sample_ids ? opt.sample_ids : ids.data();
+  const int64_t c1 = s.conv1, p1 = s.pool1, p2 = s.pool2, p5 = s.pool5;
+
+  auto act = [&](Tensor& a) {
+    if (!relu) tanh_forward_cpu(a, a);
+  };
+  auto norm = [&](int t, int which, const Tensor& a, const std::string& tag) -> Tensor {
+    switch (cfg_.norm) {
+      case NormKind::kNone: return a;
+      case NormKind::kLrn:
+      case NormKind::kLrn2d: {
+        Tensor& y = scratch(t, tag, a.shape());
+        Tensor& sc = scratch(t, tag + ".scale", a.shape());
+        if (cfg_.norm == NormKind::kLrn) lrn_forward_cpu(a, y, sc, lrn);
+        else lrn2d_forward_cpu(a, y, sc, lrn);
+        return y;
+      }
+      case NormKind::kBatchNorm: {
+        const std::string nm = which == 1 ? "norm1" : "norm2";
+        Tower& tw = towers_[t];
+        Tensor& y = scratch(t, tag, a.shape());
+        Tensor& mean = scratch(t, tag + ".mean", {a.dim(1)});
+        Tensor& invstd = scratch(t, tag + ".invstd", {a.dim(1)});
+        batchnorm_forward_cpu(a, tw.p[index_of(nm + "/weight")], tw.p[index_of(nm + "/bias")],
+                              tw.p[index_of(nm + "/running_mean")], tw.p[index_of(nm + "/running_var")],
+                              training, y, mean, invstd, bnp);
+        return y;
+      }
+    }
+    ALEXNET_FAIL("unknown norm kind");
+  };
+  auto P = [&](int t, const char* name) -> Tensor& { return towers_[t].p[index_of(name)]; };
+  auto pool_fwd = [&](int t, const Tensor& in, int64_t side, const std::string& tag) -> Tensor& {
+    Shape shape{n, in.dim(1), side, side};
+    Tensor& y = scratch(t, tag, shape);
+    maxpool_forward_cpu(in, y, scratch(t, tag + ".argmax", shape, DType::kI32), pool);
+    return y;
+  };
+  auto fc = [&](int t, const Tensor& in, const char* layer, int64_t out, const std::string& tag) -> Tensor& {
+    Tensor& h = scratch(t, tag, {n, out});
+    linear_forward_cpu(in, P(t, (std::string(layer) + "/weight").c_str()),
+                       P(t, (std::string(layer) + "/bias").c_str()), h, relu);
+    act(h);
+    return h;
+  };
+  auto drop = [&](int t, Tensor& h, uint32_t layer_id, const std::string& tag) -> Tensor& {
+    if (!dropout) return h;
+    Tensor& y = scratch(t, tag, h.shape());
+    DropoutKeying k{make_key(opt.seed, RngPurpose::kDropout, layer_id), opt.step, sample_ids,
+                    t * kFc};
+    dropout_forward_cpu(h, y, scratch(t, tag + ".mask", h.shape(), DType::kU8), cfg_.dropout, k);
+    return y;
+  };
+
+  // conv1 .. pool2: each tower alone.
+  std::array<Tensor, kTowers> pool2;
+  for (int t = 0; t < kTowers; ++t) {
+    Tensor& a1 = scratch(t, "a1", {n, kConv1, c1, c1});
+    conv2d_forward_cpu(x, P(t, "conv1/weight"), P(t, "conv1/bias"), a1, {4, 0, 1}, relu);
+    act(a1);
+    Tensor n1 = norm(t, 1, a1, "n1");
+    Tensor& q1 = pool_fwd(t, n1, p1, "p1");
+    Tensor& a2 = scratch(t, "a2", {n, kConv2, p1, p1});
+    conv2d_forward_cpu(q1, P(t, "conv2/weight"), P(t, "conv2/bias"), a2, {1, 2, 1}, relu);
+    act(a2);
+    Tensor n2 = norm(t, 2, a2, "n2");
+    pool2[t] = pool_fwd(t, n2, p2, "p2");
+  }
+  // conv3 sees both towers' maps (tower 0's channels first).
+  std::array<Tensor, kTowers> pool5;
+  for (int t = 0; t < kTowers; ++t) {
+    Tensor& in3 = scratch(t, "in3", {n, 2 * kConv2, p2, p2});
+    put_columns(pool2[0], in3, 0);
+    put_columns(pool2[1], in3, kConv2 * p2 * p2);
+    Tensor& a3 = scratch(t, "a3", {n, kConv3, p2, p2});
+    conv2d_forward_cpu(in3, P(t, "conv3/weight"), P(t, "conv3/bias"), a3, {1, 1, 1}, relu);
+    act(a3);
+    Tensor& a4 = scratch(t, "a4", {n, kConv4, p2, p2});
+    conv2d_forward_cpu(a3, P(t, "conv4/weight"), P(t, "conv4/bias"), a4, {1, 1, 1}, relu);
+    act(a4);
+    Tensor& a5 = scratch(t, "a5", {n, kConv5, p2, p2});
+    conv2d_forward_cpu(a4, P(t, "conv5/weight"), P(t, "conv5/bias"), a5, {1, 1, 1}, relu);
+    act(a5);
+    pool5[t] = pool_fwd(t, a5, p5, "p5");
+  }
+  // fc6, fc7, fc8: every tower reads the concatenation of both towers' outputs.
+  std::array<Tensor, kTowers> prev = pool5;
+  const char* fcs[] = {"fc6", "fc7"};
+  for (int l = 0; l < 2; ++l) {
+    std::array<Tensor, kTowers> next;
+    const std::string tag = fcs[l];
+    for (int t = 0; t < kTowers; ++t) {
+      const int64_t w0 = prev[0].numel() / n;
+      Tensor& in = scratch(t, "in_" + tag, {n, w0 + prev[1].numel() / n});
+      put_columns(prev[0], in, 0);
+      put_columns(prev[1], in, w0);
+      Tensor& h = fc(t, in, fcs[l], kFc, "h_" + tag);
+      next[t] = drop(t, h, static_cast<uint32_t>(6 + l), "d_" + tag);
+    }
+    prev = next;
+  }
+  Tensor& logits = scratch(-1, "logits", {n, cfg_.num_classes});
+  const int64_t split8 = table_[index_of("fc8/weight")].split;
+  for (int t = 0; t < kTowers; ++t) {
+    Tensor& in = scratch(t, "in_fc8", {n, 2 * kFc});
+    put_columns(prev[0], in, 0);
+    put_columns(prev[1], in, kFc);
+    Tensor& out = scratch(t, "logits", {n, t == 0 ? split8 : cfg_.num_classes - split8});
+    linear_forward_cpu(in, P(t, "fc8/weight"), P(t, "fc8/bias"), out, false);
+    put_columns(out, logits, t == 0 ? 0 : split8);
+  }
+  return logits;
+}
+
+void AlexNet::backward(const Tensor& dlogits) {
+  const int64_t n = dlogits.dim(0);
+  const NetShapes& s = shapes_;
+  const bool relu = cfg_.activation == Activation::kRelu;
+  const LrnParams lrn{cfg_.lrn.k, cfg_.lrn.n, cfg_.lrn.alpha, cfg_.lrn.beta};
+  const bool dropout = pass_dropout_;
+  auto W = [&](int t, const std::string& layer) -> Tensor& { return towers_[t].p[index_of(layer + "/weight")]; };
+  auto GW = [&](int t, const std::string& layer) -> Tensor& { return towers_[t].g[index_of(layer + "/weight")]; };
+  auto GB = [&](int t, const std::string& layer) -> Tensor& { return towers_[t].g[index_of(layer + "/bias")]; };
+  auto ws = [&](int t, const std::string& name) -> Tensor& { return towers_[t].ws.at(name); };
+  // In place: dy becomes the gradient before the activation whose output is y.
+  auto act_bwd = [&](const Tensor& y, Tensor& dy) {
+    if (relu) relu_backward_cpu(y, dy, dy);
+    else tanh_backward_cpu(y, dy, dy);
+  };
+  // Gradient of tower t's part of a gathered input: the sum over both towers' input gradients.
+  auto scatter = [&](const std::string& dx_name, int64_t col0, Tensor& out) {
+    take_columns(ws(0, dx_name), col0, out, false);
+    take_columns(ws(1, dx_name), col0, out, true);
+  };
+
+  const int64_t split8 = table_[index_of("fc8/weight")].split;
+  for (int t = 0; t < kTowers; ++t) {
+    Tensor& dl = scratch(t, "dlogits", ws(t, "logits").shape());
+    take_columns(dlogits, t == 0 ? 0 : split8, dl, false);
+    Tensor& dx = scratch(t, "dx_fc8", ws(t, "in_fc8").shape());
+    linear_backward_cpu(ws(t, "in_fc8"), W(t, "fc8"), dl, &dx, GW(t, "fc8"), GB(t, "fc8"));
+  }
+  std::string next_dx = "dx_fc8";
+  for (const std::string layer : {"fc7", "fc6"}) {
+    for (int t = 0; t < kTowers; ++t) {
+      Tensor& dh = scratch(t, "dh_" + layer, {n, kFc});
+      scatter(next_dx, t * kFc, dh);
+      if (dropout) dropout_backward_cpu(dh, ws(t, "d_" + layer + ".mask"), cfg_.dropout, dh);
+      act_bwd(ws(t, "h_" + layer), dh);
+    }
+    for (int t = 0; t < kTowers; ++t) {
+      Tensor& dx = scratch(t, "dx_" + layer, ws(t, "in_" + layer).shape());
+      linear_backward_cpu(ws(t, "in_" + layer), W(t, layer), ws(t, "dh_" + layer), &dx, GW(t, layer),
+                          GB(t, layer));
+    }
+    next_dx = "dx_" + layer;
+  }
+  const int64_t p2 = s.pool2, p5 = s.pool5;
+  for (int t = 0; t < kTowers; ++t) {
+    Tensor& dp5 = scratch(t, "dp5", {n, kConv5, p5, p5});
+    scatter("dx_fc6", t * kConv5 * p5 * p5, dp5);
+    Tensor& da5 = scratch(t, "da5", {n, kConv5, p2, p2});
+    maxpool_backward_cpu(dp5, ws(t, "p5.argmax"), da5);
+    act_bwd(ws(t, "a5"), da5);
+    Tensor& da4 = scratch(t, "da4", {n, kConv4, p2, p2});
+    conv2d_backward_cpu(ws(t, "a4"), W(t, "conv5"), da5, &da4, GW(t, "conv5"), GB(t, "conv5"), {1, 1, 1});
+    act_bwd(ws(t, "a4"), da4);
+    Tensor& da3 = scratch(t, "da3", {n, kConv3, p2, p2});
+    conv2d_backward_cpu(ws(t, "a3"), W(t, "conv4"), da4, &da3, GW(t, "conv4"), GB(t, "conv4"), {1, 1, 1});
+    act_bwd(ws(t, "a3"), da3);
+    Tensor& din3 = scratch(t, "dx_in3", ws(t, "in3").shape());
+    conv2d_backward_cpu(ws(t, "in3"), W(t, "conv3"), da3, &din3, GW(t, "conv3"), GB(t, "conv3"), {1, 1, 1});
+  }
+  for (int t = 0; t < kTowers; ++t) {
+    Tower& tw = towers_[t];
+    Tensor& dp2 = scratch(t, "dp2", {n, kConv2, p2, p2});
+    scatter("dx_in3", t * kConv2 * p2 * p2, dp2);
+    for (int which : {2, 1}) {
+      // pool -> norm -> activation -> conv, for conv2 then conv1.
+      const std::string k = std::to_string(which);
+      const Tensor& a = ws(t, "a" + k);
+      Tensor& dnorm = scratch(t, "dn" + k, a.shape());
+      maxpool_backward_cpu(which == 2 ? dp2 : ws(t, "dp1"), ws(t, "p" + k + ".argmax"), dnorm);
+      Tensor* da = &dnorm;
+      if (cfg_.norm != NormKind::kNone) {
+        da = &scratch(t, "da" + k, a.shape());
+        const std::string tag = "n" + k;
+        if (cfg_.norm == NormKind::kLrn)
+          lrn_backward_cpu(a, ws(t, tag), ws(t, tag + ".scale"), dnorm, *da, lrn);
+        else if (cfg_.norm == NormKind::kLrn2d)
+          lrn2d_backward_cpu(a, ws(t, tag), ws(t, tag + ".scale"), dnorm, *da, lrn);
+        else
+          batchnorm_backward_cpu(a, tw.p[index_of("norm" + k + "/weight")], ws(t, tag + ".mean"),
+                                 ws(t, tag + ".invstd"), dnorm, *da,
+                                 tw.g[index_of("norm" + k + "/weight")], tw.g[index_of("norm" + k + "/bias")]);
+      }
+      act_bwd(a, *da);
+      if (which == 2) {
+        Tensor& dp1 = scratch(t, "dp1", ws(t, "p1").shape());
+        conv2d_backward_cpu(ws(t, "p1"), W(t, "conv2"), *da, &dp1, GW(t, "conv2"), GB(t, "conv2"), {1, 2, 1});
+      } else {
+        conv2d_backward_cpu(ws(t, "x"), W(t, "conv1"), *da, nullptr, GW(t, "conv1"),
+                            GB(t, "conv1"), {4, 0, 1});
+      }
+    }
+  }
+}
+
+double AlexNet::train_pass(const Tensor& images, const Tensor& labels, const PassOptions& opt,
+                           Tensor* logits_out) {
+  check_batch(images, &labels);
+  for (int t = 0; t < kTowers; ++t) towers_[t].ws["x"] = images;  // conv1's input, for its backward
+  Tensor logits = forward(images, true, opt);
+  Tensor& probs = scratch(-1, "probs", logits.shape());
+  const double loss = softmax_xent_forward_cpu(logits, labels, probs);
+  Tensor& dlogits = scratch(-1, "dlogits", logits.shape());
+  softmax_xent_backward_cpu(probs, labels, dlogits);
+  if (logits_out) *logits_out = logits.clone();
+  backward(dlogits);
+  return loss;
+}
+
+Tensor AlexNet::infer(const Tensor& images) {
+  check_batch(images, nullptr);
+  return forward(images, false, PassOptions{false}).clone();
+}
+
+Tensor AlexNet::activation(int tower, const std::string& name) const {
+  ALEXNET_CHECK(tower >= 0 && tower < kTowers, "tower must be 0 or 1, got ", tower);
+  auto it = towers_[tower].ws.find(name);
+  ALEXNET_CHECK(it != towers_[tower].ws.end(), "no activation '", name, "' in tower ", tower,
+                " (run a pass first; norm: none has no n1/n2)");
+  return it->second;
+}
+
+void AlexNet::sgd_step(double lr, double momentum, double weight_decay) {
+  for (Tower& tw : towers_)
+    for (size_t i = 0; i < table_.size(); ++i)
+      if (table_[i].trainable)
+        sgd_update_cpu(tw.p[i], tw.g[i], tw.v[i], lr, momentum, table_[i].decay ? weight_decay : 0.0);
+}
+
+}  // namespace alexnet

@@ -1,0 +1,129 @@
+// The paper's two-tower AlexNet (Krizhevsky, Sutskever, Hinton 2012, §3.5 and Figure 2): each tower
+// owns half the kernels of every layer and sits on its own device; the towers exchange activations
+// at conv3 and at fc6-fc8. Parameters live per tower; the checkpoint sees them tower-merged.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "core/config.h"
+#include "core/tensor.h"
+
+namespace alexnet {
+
+constexpr int kTowers = 2;
+
+// One tensor of the network in the checkpoint's merged layout (shared/ARCHITECTURE.md, layout v1).
+// Tower 0 owns rows [0, split) of dimension 0, tower 1 rows [split, merged[0]).
+struct ParamInfo {
+  std::string name;      // "conv1/weight", "norm1/running_mean"
+  Shape merged;          // [96, 3, 11, 11]
+  int64_t split = 0;     // rows of dimension 0 that tower 0 owns
+  bool trainable = true; // false: a batch-norm running statistic (no gradient, no momentum)
+  bool decay = false;    // weight decay applies (conv and FC weights only)
+
+  Shape tower_shape(int tower) const;
+  int64_t tower_rows_begin(int tower) const { return tower == 0 ? 0 : split; }
+};
+
+// Spatial sizes through the network for a config; errors name model.input_size or model.pool
+// when the input is too small for the layer stack.
+struct NetShapes {
+  int64_t conv1 = 0;  // side after conv1 (55 for 227)
+  int64_t pool1 = 0;  // 27
+  int64_t pool2 = 0;  // 13 (conv2..conv5 keep the side)
+  int64_t pool5 = 0;  // 6
+  int64_t fc6_in = 0; // 256 * pool5^2 = 9216
+};
+NetShapes alexnet_shapes(const ModelConfig& cfg);
+
+// Every tensor of the network for `cfg`: trainable parameters in the order the backward pass
+// finishes their gradients (fc8 first: the order a bucketed allreduce wants), then the buffers.
+std::vector<ParamInfo> alexnet_param_table(const ModelConfig& cfg);
+// Number of trainable scalars (60,965,224 for 1000 classes with LRN).
+int64_t alexnet_parameter_count(const ModelConfig& cfg);
+
+// How one training pass draws its dropout masks (ignored when dropout is off).
+struct PassOptions {
+  bool dropout = true;                  // false: dropout disabled (reference I/O, evaluation)
+  uint64_t seed = 1;                    // train.seed
+  uint64_t step = 0;                    // global step: part of the dropout key
+  const int64_t* sample_ids = nullptr;  // global sample index of each row; nullptr: 0..N-1
+};
+
+class AlexNet {
+ public:
+  // devices[t] is where tower t's parameters and activations live (the CPU backend: both host).
+  explicit AlexNet(const ModelConfig& cfg,
+                   std::array<Device, kTowers> devices = {Device::cpu(), Device::cpu()});
+
+  const ModelConfig& config() const { return cfg_; }
+  const NetShapes& shapes() const { return shapes_; }
+  const std::vector<ParamInfo>& table() const { return table_; }
+  Device device(int tower) const { return devices_[tower]; }
+
+  // The paper's initialisation (§5): weights ~ N(0, 0.01^2), biases 1 in conv2, conv4, conv5, fc6,
+  // fc7 and 0 elsewhere; batch-norm scale 1, shift 0, running mean 0, variance 1. Each element's
+  // draw is keyed by (seed, layer, merged index), so it does not depend on tower placement.
+  void init_paper(uint64_t seed);
+
+  // Parameters and buffers as CPU float32 tensors in the merged layout, keyed "conv1/weight".
+  std::map<std::string, Tensor> state() const;
+  // Loads a state: exactly the table's names with the table's shapes, else an error naming the
+  // first missing, unexpected or misshapen entry and `source` (e.g. the checkpoint path).
+  void load_state(const std::map<std::string, Tensor>& state, const std::string& source);
+  // Gradients of the last backward pass (trainable tensors only), merged layout.
+  std::map<std::string, Tensor> gradients() const;
+  // SGD velocity (trainable tensors only), merged layout; load accepts an empty map (zero).
+  std::map<std::string, Tensor> momentum() const;
+  void load_momentum(const std::map<std::string, Tensor>& momentum, const std::string& source);
+
+  // Training pass: forward (batch-norm with batch statistics, which also updates the running
+  // ones; dropout per `opt`), mean softmax cross-entropy, backward. Gradients are overwritten.
+  // images: [N, 3, S, S] float32 CPU; labels: int64 [N] in [0, num_classes).
+  // Returns the mean loss; `logits` (optional) receives [N, num_classes] float32.
+  double train_pass(const Tensor& images, const Tensor& labels, const PassOptions& opt,
+                    Tensor* logits = nullptr);
+  // Inference: running batch-norm statistics, no dropout. Returns logits [N, num_classes].
+  Tensor infer(const Tensor& images);
+
+  // The paper's rule on every trainable tensor: v <- momentum v - decay lr w - lr g; w <- w + v,
+  // with decay = weight_decay for conv/FC weights and 0 for biases and batch-norm parameters.
+  void sgd_step(double lr, double momentum, double weight_decay);
+
+  // An activation of tower t from the last pass, on its device: "a1".."a5" (after the activation
+  // function), "n1", "n2" (after the norm layer; absent for norm: none), "p1", "p2", "p5" (after
+  // pooling), "h_fc6", "h_fc7" (after the activation), "logits" (tower t's share of the classes).
+  Tensor activation(int tower, const std::string& name) const;
+
+  // Tower t's gradients as one flat float32 tensor on its device (the allreduce buffer), laid out
+  // in table order; views of it back every per-tensor gradient.
+  Tensor grad_arena(int tower) const { return towers_[tower].grads; }
+
+ private:
+  struct Tower {
+    Tensor params, grads, velocity;  // flat arenas of the trainable tensors, table order
+    std::vector<Tensor> p, g, v;     // per table entry (buffers: p only, g/v undefined)
+    std::map<std::string, Tensor> ws;  // activations and scratch, reused across passes
+  };
+
+  int index_of(const std::string& name) const;
+  Tensor& scratch(int tower, const std::string& name, const Shape& shape, DType dtype = DType::kF32);
+  void check_batch(const Tensor& images, const Tensor* labels) const;
+  // Runs the forward pass; returns the logits [N, K] (a scratch tensor).
+  Tensor forward(const Tensor& images, bool training, const PassOptions& opt);
+  void backward(const Tensor& dlogits);
+
+  ModelConfig cfg_;
+  NetShapes shapes_;
+  std::vector<ParamInfo> table_;
+  std::array<Device, kTowers> devices_;
+  std::array<Tower, kTowers> towers_;
+  std::map<std::string, Tensor> shared_ws_;
+  bool pass_dropout_ = false;  // whether the last forward pass applied dropout
+};
+
+}  // namespace alexnet
