@@ -1,0 +1,80 @@
+# PyTorch CPU training throughput of the paper's AlexNet (grouped convs, per-tower LRN, dropout 0.5,
+# the paper's SGD step): the anchor the C++ training benchmark is compared against.
+# Prints one parseable line: `torch_img_per_s <value>` (median over timed iterations).
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "parity"))
+import torch_alexnet as ta  # noqa: E402
+
+
+def paper_init(model, seed):
+    """Weights ~ N(0, 0.01^2); biases 1 in conv2, conv4, conv5, fc6, fc7, else 0 (paper section 5)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            layer, param = name.split(".")
+            if param == "weight" and layer in ta.LAYERS:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.01)
+            elif param == "bias":
+                p.fill_(1.0 if layer in ("conv2", "conv4", "conv5", "fc6", "fc7") else 0.0)
+
+
+def main():
+    ap = argparse.ArgumentParser(description="PyTorch AlexNet training throughput (CPU)")
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--classes", type=int, default=1000)
+    ap.add_argument("--norm", default="lrn", choices=["lrn", "lrn2d", "batchnorm", "none"])
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--iters", type=int, default=5)
+    ap.add_argument("--lr", type=float, default=0.01)
+    args = ap.parse_args()
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    model = ta.TorchAlexNet({"num_classes": args.classes, "norm": args.norm, "dropout": 0.5})
+    paper_init(model, seed=1)
+    model.train()
+    params = [(n.replace(".", "/"), p) for n, p in model.named_parameters()]
+    velocity = [torch.zeros_like(p) for _, p in params]
+    momentum, weight_decay = 0.9, 0.0005
+    x = torch.randn(args.batch, 3, 227, 227)
+    y = torch.randint(0, args.classes, (args.batch,))
+
+    def train_step():
+        loss = F.cross_entropy(model(x, dropout=True), y)
+        model.zero_grad(set_to_none=False)
+        loss.backward()
+        with torch.no_grad():
+            # The paper's rule: v <- m v - wd lr w - lr g (wd on conv/FC weights only); w <- w + v.
+            for (name, p), v in zip(params, velocity):
+                v.mul_(momentum).add_(p.grad, alpha=-args.lr)
+                if ta.decays(name):
+                    v.add_(p, alpha=-weight_decay * args.lr)
+                p.add_(v)
+        return float(loss)
+
+    for _ in range(args.warmup):
+        train_step()
+    times = []
+    for _ in range(args.iters):
+        t0 = time.perf_counter()
+        loss = train_step()
+        times.append(time.perf_counter() - t0)
+    median = statistics.median(times)
+    print(f"# torch {torch.__version__}, {args.threads} threads, batch {args.batch}, norm {args.norm}, "
+          f"{args.classes} classes; step times {', '.join(f'{t:.3f}' for t in times)} s; last loss {loss:.4f}",
+          file=sys.stderr)
+    print(f"torch_img_per_s {args.batch / median:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
