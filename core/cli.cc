@@ -105,7 +105,8 @@ int64_t ArgParser::get_int_or(const std::string& name, int64_t fallback) const {
 }
 
 std::string ArgParser::help_text() const {
-  std::string s = "usage: " + usage_ + "\n";
+  const bool glued = !usage_.empty() && usage_[0] == ':';
+  std::string s = "usage: " + program_ + (glued ? "" : " ") + usage_ + "\n";
   for (const std::string& name : order_) {
     const Spec& spec = specs_.at(name);
     s += str_cat("  ", name, spec.takes_value ? " VALUE" : "", "\n      ", spec.help, "\n");

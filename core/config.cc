@@ -279,6 +279,16 @@ class Writer {
   YAML::Emitter& out_;
 };
 
+// A Markdown table cell: '|' would end the cell, even inside backticks.
+std::string table_cell(const std::string& text) {
+  std::string cell;
+  for (char c : text) {
+    if (c == '|') cell += '\\';
+    cell += c;
+  }
+  return cell;
+}
+
 class DocWriter {
  public:
   explicit DocWriter(std::ostringstream& out, std::string prefix = "") : out_(out), prefix_(std::move(prefix)) {}
@@ -289,7 +299,7 @@ class DocWriter {
       if (prefix_.empty()) {
         out_ << "\n## `" << dotted << ":` — " << doc << "\n\n| key | default | meaning |\n|---|---|---|\n";
       } else {
-        out_ << "| `" << dotted << "` | (section) | " << doc << " |\n";
+        out_ << "| `" << dotted << "` | (section) | " << table_cell(doc) << " |\n";
       }
       DocWriter inner(out_, dotted);
       field.visit(inner);
@@ -310,7 +320,7 @@ class DocWriter {
       } else {
         value = "`" + std::to_string(field) + "`";
       }
-      out_ << "| `" << dotted << "` | " << value << " | " << doc << " |\n";
+      out_ << "| `" << dotted << "` | " << table_cell(value) << " | " << table_cell(doc) << " |\n";
     }
   }
 
