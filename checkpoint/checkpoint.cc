@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 
 #include "checkpoint/h5file.h"
 
@@ -83,34 +84,28 @@ void fsync_path(const std::string& path, bool directory, const std::string& what
 
 }  // namespace
 
-void write_checkpoint(const std::string& path, const CheckpointData& data) {
-  // Everything that can be checked up front is, so a bad tensor never costs a partial write.
-  check_group(path, kModelGroup, data.model);
-  check_group(path, kMomentumGroup, data.momentum);
-  check_momentum(path, data.model, data.momentum);
+void write_hdf5_atomically(const std::string& path, const std::string& what,
+                           const std::function<void(H5File&)>& fill) {
   const std::string tmp = path + ".tmp";
   std::error_code ec;
+  const std::filesystem::path parent = std::filesystem::path(path).parent_path();
+  ALEXNET_CHECK(parent.empty() || std::filesystem::is_directory(parent, ec), "cannot write ", what, " '", path,
+                "': folder '", parent.string(), "' does not exist");
   std::filesystem::remove(tmp, ec);  // a stale one from an earlier crash
   try {
     {
       H5File file(tmp, H5File::Mode::kCreate);
-      file.set_attr_string("/", "format", kCheckpointFormat);
-      file.set_attr_int("/", "format_version", kCheckpointFormatVersion);
-      file.set_attr_int("/", "step", data.step);
-      file.set_attr_int("/", "epoch", data.epoch);
-      file.write_string("/config", data.config_yaml);
-      write_group(file, kModelGroup, data.model);
-      write_group(file, kMomentumGroup, data.momentum);
+      fill(file);
       // H5Fclose in the destructor cannot report failures; flushing here does, while we can throw.
       file.flush();
     }
     fsync_path(tmp, false, path);
     if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-      ALEXNET_FAIL("checkpoint '", path, "': cannot rename '", tmp, "' to it: ", std::strerror(errno));
+      ALEXNET_FAIL(what, " '", path, "': cannot rename '", tmp, "' to it: ", std::strerror(errno));
     }
   } catch (const Error& e) {
     std::filesystem::remove(tmp, ec);
-    throw Error(str_cat("cannot write checkpoint '", path, "': ", e.what()));
+    throw Error(str_cat("cannot write ", what, " '", path, "': ", e.what()));
   } catch (...) {
     std::filesystem::remove(tmp, ec);
     throw;
@@ -118,6 +113,22 @@ void write_checkpoint(const std::string& path, const CheckpointData& data) {
   // Makes the rename itself durable.
   std::filesystem::path dir = std::filesystem::path(path).parent_path();
   fsync_path(dir.empty() ? "." : dir.string(), true, path);
+}
+
+void write_checkpoint(const std::string& path, const CheckpointData& data) {
+  // Everything that can be checked up front is, so a bad tensor never costs a partial write.
+  check_group(path, kModelGroup, data.model);
+  check_group(path, kMomentumGroup, data.momentum);
+  check_momentum(path, data.model, data.momentum);
+  write_hdf5_atomically(path, "checkpoint", [&](H5File& file) {
+    file.set_attr_string("/", "format", kCheckpointFormat);
+    file.set_attr_int("/", "format_version", kCheckpointFormatVersion);
+    file.set_attr_int("/", "step", data.step);
+    file.set_attr_int("/", "epoch", data.epoch);
+    file.write_string("/config", data.config_yaml);
+    write_group(file, kModelGroup, data.model);
+    write_group(file, kMomentumGroup, data.momentum);
+  });
 }
 
 CheckpointData read_checkpoint(const std::string& path) {

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 
@@ -21,7 +22,15 @@ struct CheckpointData {
   int64_t epoch = 0;
 };
 
-// Writes `path` (truncating). Tensors must be CPU float32.
+class H5File;
+
+// Creates an HDF5 file at `path` whose contents `fill` writes: into "<path>.tmp", flushed and fsynced,
+// then renamed over `path`. A failure leaves any existing `path` untouched and no .tmp behind; the
+// error names `what` ("checkpoint", "batch file", ...) and the path.
+void write_hdf5_atomically(const std::string& path, const std::string& what,
+                           const std::function<void(H5File&)>& fill);
+
+// Writes `path` atomically (write_hdf5_atomically). Tensors must be CPU float32.
 void write_checkpoint(const std::string& path, const CheckpointData& data);
 
 // Reads a checkpoint. Accepts a weights-only file (only /config and /model); missing step/epoch

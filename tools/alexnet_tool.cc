@@ -162,11 +162,11 @@ int cmd_grad(int argc, char** argv) {
   opt.dropout = false;
   const double loss = net.train_pass(b.images, b.labels, opt, &logits);
   const std::string out = args.get("--out");
-  H5File f(out, H5File::Mode::kCreate);
-  f.write_tensor("/logits", logits);
-  f.write_scalar("/loss", loss);
-  for (const auto& [name, g] : net.gradients()) f.write_tensor("/grad/" + name, g);
-  f.flush();
+  write_hdf5_atomically(out, "gradient file", [&](H5File& f) {
+    f.write_tensor("/logits", logits);
+    f.write_scalar("/loss", loss);
+    for (const auto& [name, g] : net.gradients()) f.write_tensor("/grad/" + name, g);
+  });
   std::cout << "loss " << std::setprecision(9) << loss << " over " << b.images.dim(0)
             << " images; wrote " << out << "\n";
   return 0;
@@ -225,10 +225,10 @@ int cmd_random_batch(int argc, char** argv) {
   float* p = images.data<float>();
   for (int64_t i = 0; i < images.numel(); ++i) p[i] = static_cast<float>(pixels.normal(i));
   for (int64_t i = 0; i < n; ++i) labels[i] = classes.bits(i) % cfg.model.num_classes;
-  H5File f(args.get("--out"), H5File::Mode::kCreate);
-  f.write_tensor("/images", images);
-  f.write_tensor("/labels", Tensor::from_vector<int64_t>({n}, labels));
-  f.flush();
+  write_hdf5_atomically(args.get("--out"), "batch file", [&](H5File& f) {
+    f.write_tensor("/images", images);
+    f.write_tensor("/labels", Tensor::from_vector<int64_t>({n}, labels));
+  });
   std::cout << "wrote " << args.get("--out") << ": " << n << " images of 3x" << s << "x" << s << "\n";
   return 0;
 }

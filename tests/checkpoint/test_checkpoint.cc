@@ -178,7 +178,25 @@ TEST_F(CheckpointTest, OverwriteReplacesAndFailedWriteKeepsOldFile) {
 
 TEST_F(CheckpointTest, WriteIntoMissingDirectoryNamesThePath) {
   const std::string path = file("no/such/dir/ckpt.h5");
-  expect_error([&] { write_checkpoint(path, small_checkpoint()); }, {path + ".tmp", "cannot create"});
+  expect_error([&] { write_checkpoint(path, small_checkpoint()); },
+               {path, "folder '" + file("no/such/dir") + "' does not exist"});
+}
+
+TEST_F(CheckpointTest, FailedWriteKeepsTheOldFileAndLeavesNoTemporary) {
+  const std::string path = file("keep.h5");
+  CheckpointData old = small_checkpoint();
+  write_checkpoint(path, old);
+  // A writer that fails half-way (after creating datasets) must not replace the file.
+  expect_error([&] {
+    write_hdf5_atomically(path, "checkpoint", [](H5File& f) {
+      f.write_string("/config", "partial");
+      ALEXNET_FAIL("simulated failure");
+    });
+  }, {path, "simulated failure"});
+  EXPECT_FALSE(std::filesystem::exists(path + ".tmp"));
+  CheckpointData back = read_checkpoint(path);
+  EXPECT_EQ(back.config_yaml, old.config_yaml);
+  EXPECT_EQ(back.step, old.step);
 }
 
 TEST_F(CheckpointTest, WriteRejectsBadNamesAndMismatchedMomentum) {

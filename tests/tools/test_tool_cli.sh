@@ -80,6 +80,8 @@ expect_error "image size mismatch" "images|227|195" "$tool" grad --checkpoint w0
 cp w1.h5 keep.h5
 expect_error "bad lr" "--lr|lr" "$tool" step --checkpoint w0.h5 --batch b.h5 --lr abc --out keep.h5
 cmp -s w1.h5 keep.h5 || fail "a failed step changed its --out file"
+expect_error "output folder missing" "no_such_dir/g\.h5" "$tool" grad --checkpoint w0.h5 --batch b.h5 --out no_such_dir/g.h5
+ls ./*.tmp >/dev/null 2>&1 && fail "a failed write left a .tmp file behind"
 expect_error "cuda without a GPU build or device" "cuda|CUDA|GPU" "$tool" grad --checkpoint w0.h5 --batch b.h5 --out g5.h5 --device cuda
 
 if [ "$failures" -ne 0 ]; then echo "$failures check(s) failed"; exit 1; fi
