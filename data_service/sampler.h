@@ -25,7 +25,7 @@ class TrainSampler {
   uint64_t seed_;
 };
 
-// Evaluation: validation image i goes to worker i % world... in batches of `batch_per_rank`; the last
+// Evaluation: in round k, rank r evaluates images k*B*W + j*W + r (j < B = batch_per_rank); the last
 // batches are padded (mask 0) so every rank runs the same number of batches.
 struct EvalBatch {
   std::vector<int64_t> samples;  // batch_per_rank entries; padding repeats a valid index

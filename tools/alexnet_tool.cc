@@ -1,5 +1,6 @@
-// alexnet-tool: one executable for the offline commands (init, inspect, grad, step, norm-examples,
-// config-reference). `grad` and `step` are the fixed reference I/O of shared/ARCHITECTURE.md.
+// alexnet-tool: one executable for the offline commands. This file holds the model commands (init,
+// inspect, grad, step, random-batch, norm-examples, config-reference) and main(); tools/cmd_*.cc add
+// more. `grad` and `step` are the fixed reference I/O of shared/ARCHITECTURE.md.
 #include <cmath>
 #include <cstdio>
 #include <functional>
@@ -18,8 +19,15 @@
 #include "core/threads.h"
 #include "model/alexnet.h"
 #include "model/norm_examples.h"
+#include "tools/tool_command.h"
 
 namespace alexnet {
+
+std::vector<ToolCommandInfo>& tool_commands() {
+  static std::vector<ToolCommandInfo> table;
+  return table;
+}
+
 namespace {
 
 constexpr const char* kProgram = "alexnet-tool";
@@ -252,28 +260,20 @@ int cmd_config_reference(int argc, char** argv) {
   return 0;
 }
 
-struct Command {
-  const char* name;
-  const char* summary;
-  std::function<int(int, char**)> run;
+const ToolCommand kBuiltins[] = {
+    {"init", "write a weights-only checkpoint with the paper's initialisation", cmd_init},
+    {"inspect", "show what a checkpoint holds (config, shapes, parameter count, norms)", cmd_inspect},
+    {"grad", "logits, loss and every gradient of one batch (reference I/O)", cmd_grad},
+    {"step", "one step of the paper's SGD rule (reference I/O)", cmd_step},
+    {"random-batch", "write a random batch file (/images, /labels) for grad and step", cmd_random_batch},
+    {"norm-examples", "print LRN and batch norm on the two worked examples", cmd_norm_examples},
+    {"config-reference", "print every config key with its default (Markdown)", cmd_config_reference},
 };
-
-const std::vector<Command>& commands() {
-  static const std::vector<Command> table = {
-      {"init", "write a weights-only checkpoint with the paper's initialisation", cmd_init},
-      {"inspect", "show what a checkpoint holds (config, shapes, parameter count, norms)", cmd_inspect},
-      {"grad", "logits, loss and every gradient of one batch (reference I/O)", cmd_grad},
-      {"step", "one step of the paper's SGD rule (reference I/O)", cmd_step},
-      {"random-batch", "write a random batch file (/images, /labels) for grad and step", cmd_random_batch},
-      {"norm-examples", "print LRN and batch norm on the two worked examples", cmd_norm_examples},
-      {"config-reference", "print every config key with its default (Markdown)", cmd_config_reference},
-  };
-  return table;
-}
 
 void usage(std::ostream& os) {
   os << "usage: " << kProgram << " COMMAND [options]   (" << kProgram << " COMMAND --help)\n";
-  for (const Command& c : commands()) os << "  " << std::left << std::setw(18) << c.name << c.summary << "\n";
+  for (const ToolCommandInfo& c : tool_commands())
+    os << "  " << std::left << std::setw(18) << c.name << c.summary << "\n";
 }
 
 }  // namespace
@@ -286,7 +286,7 @@ int main(int argc, char** argv) {
     return argc < 2 ? 2 : 0;
   }
   const std::string name = argv[1];
-  for (const Command& c : commands()) {
+  for (const ToolCommandInfo& c : tool_commands()) {
     if (name != c.name) continue;
     try {
       return c.run(argc, argv);
