@@ -1,0 +1,409 @@
+// Image decoding (TurboJPEG for JPEG, libpng for PNG) to RGB, and the paper's shorter-side-to-256 rescale
+// with centre crop (PIL's antialiased BILINEAR resampling, computed only where the crop keeps it).
+#include "data_service/image.h"
+
+#include <png.h>
+#include <turbojpeg.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <csetjmp>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+
+#include "core/error.h"
+
+namespace alexnet {
+namespace {
+
+// Larger images are refused rather than risking a multi-gigabyte allocation from a corrupt header.
+constexpr int64_t kMaxPixels = int64_t{1} << 28;
+
+Status bad(const std::string& name, const std::string& what) { return Status::error(str_cat(name, ": ", what)); }
+
+// ---------------------------------------------------------------------------------------------- JPEG
+
+struct TjDeleter {
+  void operator()(void* h) const { tjDestroy(h); }
+};
+
+// One decompressor per thread: creating one costs allocations, and the service decodes one image per thread.
+tjhandle thread_decompressor() {
+  thread_local std::unique_ptr<void, TjDeleter> handle(tjInitDecompress());
+  return handle.get();
+}
+
+// PIL's CMYK -> RGB (Convert.c cmyk2rgb): out = (255-K) - round((255-K) * C / 255), with its rounding
+// (a*b + 128 + ((a*b + 128) >> 8)) >> 8. PIL reads every 4-channel JPEG as Adobe-inverted ("CMYK;I"),
+// so C = 255 - stored.
+inline uint8_t muldiv255(int a, int b) {
+  int t = a * b + 128;
+  return static_cast<uint8_t>(((t >> 8) + t) >> 8);
+}
+
+void cmyk_inverted_to_rgb(const uint8_t* cmyk, size_t pixels, uint8_t* rgb) {
+  for (size_t i = 0; i < pixels; ++i) {
+    int nk = cmyk[4 * i + 3];  // stored inverted: 255 - K
+    for (int c = 0; c < 3; ++c) rgb[3 * i + c] = static_cast<uint8_t>(nk - muldiv255(255 - cmyk[4 * i + c], nk));
+  }
+}
+
+// The one libjpeg warning that leaves the image complete: junk between the last scan and the end marker
+// (seen in real ImageNet files). Every other warning (premature end of data, corrupt entropy data, resync)
+// means part of the picture was filled in by the decoder, so the file is reported as bad.
+bool harmless_jpeg_warning(const char* message) {
+  return std::strstr(message, "extraneous bytes before marker 0xd9") != nullptr;
+}
+
+StatusOr<Image> decode_jpeg(const uint8_t* data, size_t size, const std::string& name, int min_short_side) {
+  tjhandle tj = thread_decompressor();
+  if (tj == nullptr) return bad(name, str_cat("cannot create a TurboJPEG decompressor: ", tjGetErrorStr2(nullptr)));
+  int width = 0, height = 0, subsamp = 0, colorspace = 0;
+  if (tjDecompressHeader3(tj, data, static_cast<unsigned long>(size), &width, &height, &subsamp, &colorspace) != 0)
+    return bad(name, str_cat("bad JPEG header (", tjGetErrorStr2(tj), ")"));
+  if (width <= 0 || height <= 0 || int64_t{width} * height > kMaxPixels)
+    return bad(name, str_cat("JPEG size ", width, "x", height, " is empty or too large"));
+
+  // DCT-domain scaling: the IDCT at 1/2, 1/4 or 1/8 costs a fraction of the full one and acts as an area
+  // filter, so the later rescale loses nothing as long as the shorter side stays >= min_short_side.
+  tjscalingfactor scale{1, 1};
+  if (min_short_side > 0) {
+    int count = 0;
+    const tjscalingfactor* factors = tjGetScalingFactors(&count);
+    for (int i = 0; factors != nullptr && i < count; ++i) {
+      const tjscalingfactor f = factors[i];
+      if (f.num != 1 || (f.denom != 2 && f.denom != 4 && f.denom != 8)) continue;
+      if (std::min(TJSCALED(width, f), TJSCALED(height, f)) < min_short_side) continue;
+      if (f.denom > scale.denom) scale = f;
+    }
+  }
+  Image out;
+  out.width = TJSCALED(width, scale);
+  out.height = TJSCALED(height, scale);
+  const size_t pixels = static_cast<size_t>(out.width) * out.height;
+  const bool cmyk = colorspace == TJCS_CMYK || colorspace == TJCS_YCCK;
+  std::vector<uint8_t> cmyk_buf;
+  uint8_t* dst;
+  if (cmyk) {
+    cmyk_buf.resize(pixels * 4);
+    dst = cmyk_buf.data();
+  } else {
+    out.rgb.resize(pixels * 3);
+    dst = out.rgb.data();
+  }
+  // TJFLAG_LIMITSCANS: a progressive file with thousands of scans is a known way to make decoders spin.
+  const int rc = tjDecompress2(tj, data, static_cast<unsigned long>(size), dst, out.width, 0, out.height,
+                               cmyk ? TJPF_CMYK : TJPF_RGB, TJFLAG_LIMITSCANS);
+  if (rc != 0) {
+    const char* message = tjGetErrorStr2(tj);
+    if (tjGetErrorCode(tj) != TJERR_WARNING)
+      return bad(name, str_cat("corrupt JPEG data (", message, ")"));
+    if (!harmless_jpeg_warning(message))
+      return bad(name, str_cat("truncated or damaged JPEG data (libjpeg-turbo warning: ", message, ")"));
+  }
+  if (cmyk) {
+    out.rgb.resize(pixels * 3);
+    cmyk_inverted_to_rgb(cmyk_buf.data(), pixels, out.rgb.data());
+  }
+  return out;
+}
+
+// ----------------------------------------------------------------------------------------------- PNG
+
+struct PngSource {
+  const uint8_t* data;
+  size_t size;
+  size_t pos;
+};
+
+struct PngErrorState {
+  std::jmp_buf jump;
+  char message[256];
+};
+
+void png_read_memory(png_structp png, png_bytep out, png_size_t count) {
+  auto* src = static_cast<PngSource*>(png_get_io_ptr(png));
+  if (count > src->size - src->pos) png_error(png, "unexpected end of data (file truncated)");
+  std::memcpy(out, src->data + src->pos, count);
+  src->pos += count;
+}
+
+void png_on_error(png_structp png, png_const_charp message) {
+  auto* state = static_cast<PngErrorState*>(png_get_error_ptr(png));
+  std::snprintf(state->message, sizeof(state->message), "%s", message);
+  std::longjmp(state->jump, 1);
+}
+
+void png_on_warning(png_structp, png_const_charp) {}  // ancillary-chunk trouble does not affect pixels
+
+// libpng reports errors by longjmp. Everything between setjmp and the calls that may jump is plain C state
+// owned by this frame's caller (no destructors are skipped); `rows` and `state` outlive the jump.
+bool png_decode_rgb(const uint8_t* data, size_t size, Image& out, std::vector<png_bytep>& rows,
+                    PngErrorState& state) {
+  PngSource src{data, size, 0};
+  png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &state, png_on_error, png_on_warning);
+  if (png == nullptr) {
+    std::snprintf(state.message, sizeof(state.message), "out of memory");
+    return false;
+  }
+  png_infop info = png_create_info_struct(png);
+  if (info == nullptr || setjmp(state.jump)) {
+    png_destroy_read_struct(&png, &info, nullptr);
+    return false;
+  }
+  png_set_read_fn(png, &src, png_read_memory);
+  png_read_info(png, info);
+  const png_uint_32 width = png_get_image_width(png, info);
+  const png_uint_32 height = png_get_image_height(png, info);
+  if (width == 0 || height == 0 || int64_t{width} * height > kMaxPixels)
+    png_error(png, "image size is empty or too large");
+  const int color = png_get_color_type(png, info);
+  const int depth = png_get_bit_depth(png, info);
+  // The same conversions as PIL's convert("RGB"): palette expanded, gray replicated, 1/2/4-bit gray scaled
+  // to 0..255, 16-bit reduced to its high byte, alpha and tRNS dropped without compositing.
+  if (color == PNG_COLOR_TYPE_PALETTE) png_set_palette_to_rgb(png);
+  if (color == PNG_COLOR_TYPE_GRAY && depth < 8) png_set_expand_gray_1_2_4_to_8(png);
+  if (depth == 16) png_set_strip_16(png);
+  if (color == PNG_COLOR_TYPE_GRAY || color == PNG_COLOR_TYPE_GRAY_ALPHA) png_set_gray_to_rgb(png);
+  png_set_strip_alpha(png);
+  png_set_interlace_handling(png);
+  png_read_update_info(png, info);
+  if (png_get_rowbytes(png, info) != width * 3) png_error(png, "unsupported PNG pixel layout");
+  out.width = static_cast<int>(width);
+  out.height = static_cast<int>(height);
+  out.rgb.resize(static_cast<size_t>(width) * height * 3);
+  rows.resize(height);
+  for (png_uint_32 y = 0; y < height; ++y) rows[y] = out.rgb.data() + static_cast<size_t>(y) * width * 3;
+  png_read_image(png, rows.data());
+  png_read_end(png, nullptr);
+  png_destroy_read_struct(&png, &info, nullptr);
+  return true;
+}
+
+StatusOr<Image> decode_png(const uint8_t* data, size_t size, const std::string& name) {
+  Image out;
+  std::vector<png_bytep> rows;
+  PngErrorState state{};
+  if (!png_decode_rgb(data, size, out, rows, state)) return bad(name, str_cat("bad PNG data (", state.message, ")"));
+  return out;
+}
+
+}  // namespace
+
+ImageKind sniff_image(const uint8_t* data, size_t size) {
+  static const uint8_t kPng[8] = {0x89, 'P', 'N', 'G', 0x0D, 0x0A, 0x1A, 0x0A};
+  if (size >= 3 && data[0] == 0xFF && data[1] == 0xD8 && data[2] == 0xFF) return ImageKind::kJpeg;
+  if (size >= 8 && std::memcmp(data, kPng, 8) == 0) return ImageKind::kPng;
+  return ImageKind::kUnknown;
+}
+
+StatusOr<Image> decode_image(const uint8_t* data, size_t size, const std::string& name, int min_short_side) {
+  if (size == 0) return bad(name, "empty file (0 bytes)");
+  switch (sniff_image(data, size)) {
+    case ImageKind::kJpeg:
+      return decode_jpeg(data, size, name, min_short_side);
+    case ImageKind::kPng:
+      return decode_png(data, size, name);
+    case ImageKind::kUnknown:
+      break;
+  }
+  char head[32];
+  const size_t n = std::min<size_t>(size, 4);
+  int len = 0;
+  for (size_t i = 0; i < n; ++i) len += std::snprintf(head + len, sizeof(head) - len, "%s%02x", i ? " " : "", data[i]);
+  return bad(name, str_cat("not a JPEG or PNG image (", size, " bytes, starting ", head, ")"));
+}
+
+StatusOr<Image> decode_image_file(const std::string& path, int min_short_side) {
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (f == nullptr) return bad(path, str_cat("cannot open: ", std::strerror(errno)));
+  std::vector<uint8_t> bytes;
+  uint8_t chunk[1 << 16];
+  size_t n;
+  while ((n = std::fread(chunk, 1, sizeof(chunk), f)) > 0) bytes.insert(bytes.end(), chunk, chunk + n);
+  const bool failed = std::ferror(f) != 0;
+  const int err = errno;
+  std::fclose(f);
+  if (failed) return bad(path, str_cat("read error: ", std::strerror(err)));
+  return decode_image(bytes.data(), bytes.size(), path, min_short_side);
+}
+
+// -------------------------------------------------------------------------------------------- resize
+
+namespace {
+
+// Fixed-point weights as PIL's 8-bit resampler uses them: 22 fractional bits leave room for 255 * sum.
+constexpr int kWeightBits = 22;
+
+// Weights of one separable pass: output i reads inputs [first[i], first[i] + taps) with weights
+// w[i * taps + k] (zero-padded to a common `taps`, which keeps the inner loops branch-free).
+struct Pass {
+  int taps = 0;
+  std::vector<int> first;
+  std::vector<int32_t> w;
+};
+
+// PIL's antialiased triangle filter (Image.BILINEAR): for output i, centre c = (i + 0.5) * in/out; when
+// shrinking the support (1) is scaled by in/out, so every input pixel contributes (an area-like filter);
+// when enlarging it is plain linear interpolation. Only outputs [out0, out0 + count) are built.
+Pass make_pass(int in_size, int out_size, int out0, int count) {
+  const double scale = static_cast<double>(in_size) / out_size;
+  const double fscale = std::max(scale, 1.0);
+  const double support = fscale;
+  const double inv_fscale = 1.0 / fscale;  // PIL multiplies by the reciprocal; so do we, for equal rounding
+  Pass p;
+  p.taps = std::min(static_cast<int>(std::ceil(support)) * 2 + 1, in_size);
+  p.first.resize(count);
+  p.w.assign(static_cast<size_t>(count) * p.taps, 0);
+  std::vector<double> k(p.taps);
+  for (int j = 0; j < count; ++j) {
+    const double centre = (out0 + j + 0.5) * scale;
+    const int lo = std::max(static_cast<int>(centre - support + 0.5), 0);
+    const int hi = std::min(static_cast<int>(centre + support + 0.5), in_size);
+    double sum = 0;
+    for (int x = lo; x < hi; ++x) {
+      const double t = std::abs((x - centre + 0.5) * inv_fscale);
+      k[x - lo] = t < 1.0 ? 1.0 - t : 0.0;
+      sum += k[x - lo];
+    }
+    // Keep the window inside the image: shift it left near the right edge (the extra taps weigh zero).
+    const int start = std::max(0, std::min(lo, in_size - p.taps));
+    p.first[j] = start;
+    for (int x = lo; x < hi; ++x) {
+      const double v = sum != 0.0 ? k[x - lo] / sum : 0.0;
+      p.w[static_cast<size_t>(j) * p.taps + (x - start)] =
+          static_cast<int32_t>(v < 0 ? v * (1 << kWeightBits) - 0.5 : v * (1 << kWeightBits) + 0.5);
+    }
+  }
+  return p;
+}
+
+inline uint8_t clip8(int32_t acc) {
+  const int32_t v = acc >> kWeightBits;
+  return static_cast<uint8_t>(v < 0 ? 0 : (v > 255 ? 255 : v));
+}
+
+// Horizontal pass over `rows` rows: out[r][j] = sum_k w[j][k] * in[r][first[j] + k], RGB interleaved.
+template <int kTaps>
+void horizontal_fixed(const uint8_t* in, int in_stride, int rows, const Pass& p, uint8_t* out, int out_w) {
+  for (int r = 0; r < rows; ++r) {
+    const uint8_t* src = in + static_cast<size_t>(r) * in_stride;
+    uint8_t* dst = out + static_cast<size_t>(r) * out_w * 3;
+    for (int j = 0; j < out_w; ++j) {
+      const uint8_t* s = src + p.first[j] * 3;
+      const int32_t* w = &p.w[static_cast<size_t>(j) * kTaps];
+      int32_t a0 = 1 << (kWeightBits - 1), a1 = a0, a2 = a0;
+      for (int k = 0; k < kTaps; ++k) {
+        a0 += s[3 * k] * w[k];
+        a1 += s[3 * k + 1] * w[k];
+        a2 += s[3 * k + 2] * w[k];
+      }
+      dst[3 * j] = clip8(a0);
+      dst[3 * j + 1] = clip8(a1);
+      dst[3 * j + 2] = clip8(a2);
+    }
+  }
+}
+
+void horizontal_any(const uint8_t* in, int in_stride, int rows, const Pass& p, uint8_t* out, int out_w) {
+  const int taps = p.taps;
+  for (int r = 0; r < rows; ++r) {
+    const uint8_t* src = in + static_cast<size_t>(r) * in_stride;
+    uint8_t* dst = out + static_cast<size_t>(r) * out_w * 3;
+    for (int j = 0; j < out_w; ++j) {
+      const uint8_t* s = src + p.first[j] * 3;
+      const int32_t* w = &p.w[static_cast<size_t>(j) * taps];
+      int32_t a0 = 1 << (kWeightBits - 1), a1 = a0, a2 = a0;
+      for (int k = 0; k < taps; ++k) {
+        a0 += s[3 * k] * w[k];
+        a1 += s[3 * k + 1] * w[k];
+        a2 += s[3 * k + 2] * w[k];
+      }
+      dst[3 * j] = clip8(a0);
+      dst[3 * j + 1] = clip8(a1);
+      dst[3 * j + 2] = clip8(a2);
+    }
+  }
+}
+
+void horizontal(const uint8_t* in, int in_stride, int rows, const Pass& p, uint8_t* out, int out_w) {
+  switch (p.taps) {  // compile-time tap counts for the common ratios (enlarging, up to 4x shrinking)
+    case 3: return horizontal_fixed<3>(in, in_stride, rows, p, out, out_w);
+    case 5: return horizontal_fixed<5>(in, in_stride, rows, p, out, out_w);
+    case 7: return horizontal_fixed<7>(in, in_stride, rows, p, out, out_w);
+    case 9: return horizontal_fixed<9>(in, in_stride, rows, p, out, out_w);
+    default: return horizontal_any(in, in_stride, rows, p, out, out_w);
+  }
+}
+
+// Vertical pass for one output row: the loop over the row's bytes is contiguous and vectorises.
+void vertical_row(const uint8_t* in, size_t in_stride, const int32_t* w, int taps, int n, int32_t* acc, uint8_t* out) {
+  for (int x = 0; x < n; ++x) acc[x] = 1 << (kWeightBits - 1);
+  for (int k = 0; k < taps; ++k) {
+    const int32_t wk = w[k];
+    if (wk == 0) continue;
+    const uint8_t* s = in + k * in_stride;
+    for (int x = 0; x < n; ++x) acc[x] += s[x] * wk;
+  }
+  for (int x = 0; x < n; ++x) out[x] = clip8(acc[x]);
+}
+
+}  // namespace
+
+Image resize_shorter_and_center_crop(const Image& in, int side) {
+  ALEXNET_CHECK(side > 0, "rescale side must be positive, got ", side);
+  ALEXNET_CHECK(in.width > 0 && in.height > 0 && in.rgb.size() == static_cast<size_t>(in.width) * in.height * 3,
+                "rescale of an empty or inconsistent image (", in.width, "x", in.height, ", ", in.rgb.size(),
+                " bytes)");
+  // Shorter side -> side, the longer one scaled by the same factor (rounded), then the central square
+  // at offset floor((long' - side) / 2): what PIL's resize((w', h'), BILINEAR) followed by crop() gives.
+  int nw, nh;
+  if (in.width <= in.height) {
+    nw = side;
+    nh = std::max(side, static_cast<int>(std::lround(static_cast<double>(in.height) * side / in.width)));
+  } else {
+    nh = side;
+    nw = std::max(side, static_cast<int>(std::lround(static_cast<double>(in.width) * side / in.height)));
+  }
+  const int ox = (nw - side) / 2, oy = (nh - side) / 2;
+  Image out;
+  out.width = side;
+  out.height = side;
+  out.rgb.resize(static_cast<size_t>(side) * side * 3);
+
+  // Horizontal pass first (as PIL does, with a uint8 intermediate), over just the input rows that the
+  // vertical pass of the kept output rows reads.
+  const Pass pv = make_pass(in.height, nh, oy, side);
+  const int row0 = pv.first.front();
+  const int row1 = pv.first.back() + pv.taps;
+  const int rows = row1 - row0;
+  std::vector<uint8_t> tmp;
+  const uint8_t* mid;
+  size_t mid_stride;
+  if (nw == in.width) {  // no horizontal resampling: PIL skips the pass, and so do we
+    mid = in.rgb.data() + (static_cast<size_t>(row0) * in.width + ox) * 3;
+    mid_stride = static_cast<size_t>(in.width) * 3;
+  } else {
+    const Pass ph = make_pass(in.width, nw, ox, side);
+    tmp.resize(static_cast<size_t>(rows) * side * 3);
+    horizontal(in.rgb.data() + static_cast<size_t>(row0) * in.width * 3, in.width * 3, rows, ph, tmp.data(), side);
+    mid = tmp.data();
+    mid_stride = static_cast<size_t>(side) * 3;
+  }
+  if (nh == in.height) {
+    for (int y = 0; y < side; ++y)
+      std::memcpy(&out.rgb[static_cast<size_t>(y) * side * 3], mid + (static_cast<size_t>(oy + y) - row0) * mid_stride,
+                  static_cast<size_t>(side) * 3);
+    return out;
+  }
+  std::vector<int32_t> acc(static_cast<size_t>(side) * 3);
+  for (int y = 0; y < side; ++y)
+    vertical_row(mid + static_cast<size_t>(pv.first[y] - row0) * mid_stride, mid_stride,
+                 &pv.w[static_cast<size_t>(y) * pv.taps], pv.taps, side * 3, acc.data(),
+                 &out.rgb[static_cast<size_t>(y) * side * 3]);
+  return out;
+}
+
+}  // namespace alexnet

@@ -1,0 +1,6 @@
+# Decoding, rescaling and augmentation tests (image_fixtures.py writes PIL references at test time).
+alexnet_add_test(test_image SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_image.cc
+                 LIBS alexnet_data alexnet_core PkgConfig::TURBOJPEG LABELS unit)
+target_compile_definitions(test_image PRIVATE ALEXNET_SOURCE_DIR="${PROJECT_SOURCE_DIR}")
+alexnet_add_test(test_augment SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_augment.cc
+                 LIBS alexnet_data alexnet_core LABELS unit)
