@@ -28,12 +28,19 @@ ImageKind sniff_image(const uint8_t* data, size_t size);
 // Failures (truncated, empty, not an image, corrupt) are a Status naming the problem; `name` (the file)
 // is put into the message.
 StatusOr<Image> decode_image(const uint8_t* data, size_t size, const std::string& name, int min_short_side = 0);
+// The same, decoding into `out` and reusing its buffer (a worker thread keeps one Image per stage, so the
+// steady state allocates nothing). On failure `out` holds no valid image.
+Status decode_image_into(const uint8_t* data, size_t size, const std::string& name, int min_short_side, Image& out);
 // Reads and decodes a file (a missing or unreadable file is a Status too).
 StatusOr<Image> decode_image_file(const std::string& path, int min_short_side = 0);
 
 // The paper's rescaling (§2): resize so the shorter side is `side` (area-weighted, antialiased when
 // shrinking), then take the central side x side square.
+// Bit-identical to PIL's resize((w', h'), Image.BILINEAR) followed by crop(), with w', h' the image size
+// scaled so the shorter side is `side` (the longer one rounded), the crop at floor((long' - side) / 2).
 Image resize_shorter_and_center_crop(const Image& in, int side);
+// The same into `out` (must not be `in`), reusing its buffer.
+void resize_shorter_and_center_crop_into(const Image& in, int side, Image& out);
 
 // Encodes RGB to JPEG (quality 1..100, 4:2:0 or 4:4:4) with TurboJPEG; for synthesized data and shards.
 std::vector<uint8_t> encode_jpeg(const Image& image, int quality, bool subsample_420);
