@@ -3,6 +3,11 @@
 #include "data_service/augment.h"
 
 #include <cstddef>
+#include <cstdlib>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 #include "core/error.h"
 #include "core/rng.h"
@@ -30,6 +35,72 @@ void check_crop(const SampleAugment& a, int src_side, int crop) {
                 "crop at (", a.crop_x, ", ", a.crop_y, ") of side ", crop, " leaves the ", src_side, "x", src_side,
                 " image");
 }
+
+
+#if defined(__x86_64__)
+// AVX2 forms of the crop copy and the normalisation (same results; ALEXNET_NO_SIMD=1 forces the scalar code).
+bool have_avx2() {
+  static const bool yes = __builtin_cpu_supports("avx2") && std::getenv("ALEXNET_NO_SIMD") == nullptr;
+  return yes;
+}
+
+// 16 interleaved RGB pixels (48 bytes at p) -> 16 R, 16 G, 16 B; `reverse` mirrors their order.
+__attribute__((target("avx2"))) inline void deinterleave16(const uint8_t* p, bool reverse, uint8_t* r, uint8_t* g,
+                                                           uint8_t* b) {
+  const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  const __m128i m = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16));
+  const __m128i c = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 32));
+  const char z = -1;  // pshufb index with the top bit set writes 0
+  __m128i vr = _mm_or_si128(
+      _mm_or_si128(_mm_shuffle_epi8(a, _mm_setr_epi8(0, 3, 6, 9, 12, 15, z, z, z, z, z, z, z, z, z, z)),
+                   _mm_shuffle_epi8(m, _mm_setr_epi8(z, z, z, z, z, z, 2, 5, 8, 11, 14, z, z, z, z, z))),
+      _mm_shuffle_epi8(c, _mm_setr_epi8(z, z, z, z, z, z, z, z, z, z, z, 1, 4, 7, 10, 13)));
+  __m128i vg = _mm_or_si128(
+      _mm_or_si128(_mm_shuffle_epi8(a, _mm_setr_epi8(1, 4, 7, 10, 13, z, z, z, z, z, z, z, z, z, z, z)),
+                   _mm_shuffle_epi8(m, _mm_setr_epi8(z, z, z, z, z, 0, 3, 6, 9, 12, 15, z, z, z, z, z))),
+      _mm_shuffle_epi8(c, _mm_setr_epi8(z, z, z, z, z, z, z, z, z, z, z, 2, 5, 8, 11, 14)));
+  __m128i vb = _mm_or_si128(
+      _mm_or_si128(_mm_shuffle_epi8(a, _mm_setr_epi8(2, 5, 8, 11, 14, z, z, z, z, z, z, z, z, z, z, z)),
+                   _mm_shuffle_epi8(m, _mm_setr_epi8(z, z, z, z, z, 1, 4, 7, 10, 13, z, z, z, z, z, z))),
+      _mm_shuffle_epi8(c, _mm_setr_epi8(z, z, z, z, z, z, z, z, z, z, 0, 3, 6, 9, 12, 15)));
+  if (reverse) {
+    const __m128i rev = _mm_setr_epi8(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+    vr = _mm_shuffle_epi8(vr, rev);
+    vg = _mm_shuffle_epi8(vg, rev);
+    vb = _mm_shuffle_epi8(vb, rev);
+  }
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(r), vr);
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(g), vg);
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(b), vb);
+}
+
+__attribute__((target("avx2"))) void extract_row_avx2(const uint8_t* row, int crop, bool flip, uint8_t* r, uint8_t* g,
+                                                      uint8_t* b) {
+  int x = 0;
+  for (; x + 16 <= crop; x += 16) {
+    // Mirrored: outputs x..x+15 come from source pixels crop-16-x .. crop-1-x, in reverse.
+    const int src = flip ? crop - 16 - x : x;
+    deinterleave16(row + static_cast<size_t>(src) * 3, flip, r + x, g + x, b + x);
+  }
+  for (; x < crop; ++x) {
+    const uint8_t* p = row + static_cast<size_t>(flip ? crop - 1 - x : x) * 3;
+    r[x] = p[0]; g[x] = p[1]; b[x] = p[2];
+  }
+}
+
+__attribute__((target("avx2"))) void normalize_row_avx2(const uint8_t* in, const float* m, int crop, bool flip,
+                                                        float light, float* o) {
+  const __m256i rev = _mm256_setr_epi32(7, 6, 5, 4, 3, 2, 1, 0);
+  const __m256 l = _mm256_set1_ps(light);
+  int x = 0;
+  for (; x + 8 <= crop; x += 8) {
+    const __m256 v = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(in + x))));
+    const __m256 mean = flip ? _mm256_permutevar8x32_ps(_mm256_loadu_ps(m + crop - 8 - x), rev) : _mm256_loadu_ps(m + x);
+    _mm256_storeu_ps(o + x, _mm256_add_ps(_mm256_sub_ps(v, mean), l));
+  }
+  for (; x < crop; ++x) o[x] = static_cast<float>(in[x]) - m[flip ? crop - 1 - x : x] + light;
+}
+#endif
 
 }  // namespace
 
@@ -83,6 +154,12 @@ void extract_crop(const uint8_t* src_rgb, int src_side, const SampleAugment& a, 
     uint8_t* r = out_planar + static_cast<size_t>(y) * crop;
     uint8_t* g = r + plane;
     uint8_t* b = g + plane;
+#if defined(__x86_64__)
+    if (have_avx2()) {
+      extract_row_avx2(row, crop, a.flip, r, g, b);
+      continue;
+    }
+#endif
     if (a.flip) {
       for (int x = 0; x < crop; ++x) {
         const uint8_t* p = row + static_cast<size_t>(crop - 1 - x) * 3;
@@ -121,6 +198,12 @@ void normalize_crop(const uint8_t* crop_planar, int crop, const SampleAugment& a
       const float* m = stats.mean_image.data() + (static_cast<size_t>(c) * side + a.crop_y + y) * side + a.crop_x;
       const uint8_t* in = crop_planar + c * plane + static_cast<size_t>(y) * crop;
       float* o = out + c * plane + static_cast<size_t>(y) * crop;
+#if defined(__x86_64__)
+      if (have_avx2()) {
+        normalize_row_avx2(in, m, crop, a.flip, light, o);
+        continue;
+      }
+#endif
       if (a.flip) {
         for (int x = 0; x < crop; ++x) o[x] = static_cast<float>(in[x]) - m[crop - 1 - x] + light;
       } else {
