@@ -253,6 +253,7 @@ struct Pass {
   int taps = 0;
   std::vector<int> first;
   std::vector<int32_t> w;
+  std::vector<int16_t> spread;  // the AVX2 horizontal pass's layout of w (5-tap passes only)
 };
 
 // PIL's antialiased triangle filter (Image.BILINEAR): for output i, centre c = (i + 0.5) * in/out; when
@@ -287,6 +288,35 @@ Pass make_pass(int in_size, int out_size, int out0, int count, int min_taps = 0)
           static_cast<int32_t>(v < 0 ? v * (1 << kWeightBits) - 0.5 : v * (1 << kWeightBits) + 0.5);
     }
   }
+  return p;
+}
+
+int pass_taps(int in_size, int out_size) {
+  return std::min(static_cast<int>(std::ceil(std::max(static_cast<double>(in_size) / out_size, 1.0))) * 2 + 1, in_size);
+}
+
+std::vector<int16_t> spread_weights5(const Pass& p, int out_w);
+
+// Weights depend only on the sizes, and ImageNet repeats a few sizes (500x375, 375x500, 500x333, ...)
+// over and over: a small per-thread cache saves recomputing them per image.
+std::shared_ptr<const Pass> cached_pass(int in_size, int out_size, int out0, int count, int min_taps, bool spread) {
+  struct Entry {
+    int key[6];
+    std::shared_ptr<const Pass> pass;
+  };
+  thread_local Entry cache[8] = {};
+  thread_local int next = 0;
+  const int key[6] = {in_size, out_size, out0, count, min_taps, spread};
+  for (const Entry& e : cache)
+    if (e.pass && std::equal(key, key + 6, e.key)) return e.pass;
+  auto p = std::make_shared<Pass>(make_pass(in_size, out_size, out0, count, min_taps));
+#if defined(__x86_64__)
+  if (spread) p->spread = spread_weights5(*p, count);
+#endif
+  Entry& e = cache[next];
+  next = (next + 1) % 8;
+  std::copy(key, key + 6, e.key);
+  e.pass = p;
   return p;
 }
 
@@ -371,62 +401,106 @@ bool have_avx2() {
 }
 
 // Horizontal pass for 5-tap windows (every shrink ratio up to 2, which after DCT scaling is nearly every
-// ImageNet image, and enlarging with zero-padded taps). The 15 bytes of a window are spread to 32-bit lanes
-// one pixel per 4 lanes; three multiplies by (w_k, w_k, w_k, 0) vectors and a fold of the two halves give
-// R, G, B at once.
-__attribute__((target("avx2"))) void horizontal5_avx2(const uint8_t* in, int in_stride, int rows,
-                                                      const Pass& p, const int32_t* wv, uint8_t* out, int out_w) {
-  const __m128i spread01 = _mm_setr_epi8(0, 1, 2, -1, 3, 4, 5, -1, 6, 7, 8, -1, 9, 10, 11, -1);
-  const __m128i spread4 = _mm_setr_epi8(12, 13, 14, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1);
-  constexpr int32_t h = 1 << (kWeightBits - 1);
-  const __m256i half = _mm256_setr_epi32(h, h, h, h, 0, 0, 0, 0);  // once: the two halves are added up
-  for (int r = 0; r < rows; ++r) {
-    const uint8_t* src = in + static_cast<size_t>(r) * in_stride;
-    uint8_t* dst = out + static_cast<size_t>(r) * out_w * 3;
-    // The 16-byte load reads one byte past the window: stay scalar where that would leave the buffer.
-    const int vec_end = r + 1 < rows ? out_w : 0;
-    int j = 0;
-    for (; j < vec_end; ++j) {
-      const __m128i px = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + p.first[j] * 3));
-      const __m128i a = _mm_shuffle_epi8(px, spread01);
-      const __m256i p01 = _mm256_cvtepu8_epi32(a);
-      const __m256i p23 = _mm256_cvtepu8_epi32(_mm_srli_si128(a, 8));
-      const __m256i p4 = _mm256_cvtepu8_epi32(_mm_shuffle_epi8(px, spread4));
-      const int32_t* w = wv + static_cast<size_t>(j) * 24;
-      __m256i acc = _mm256_add_epi32(half, _mm256_mullo_epi32(p01, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w))));
-      acc = _mm256_add_epi32(acc, _mm256_mullo_epi32(p23, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 8))));
-      acc = _mm256_add_epi32(acc, _mm256_mullo_epi32(p4, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 16))));
-      __m128i sum = _mm_add_epi32(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
-      sum = _mm_srai_epi32(sum, kWeightBits);
-      sum = _mm_packus_epi16(_mm_packs_epi32(sum, sum), sum);
-      const uint32_t rgb = static_cast<uint32_t>(_mm_cvtsi128_si32(sum));
-      dst[3 * j] = static_cast<uint8_t>(rgb);
-      dst[3 * j + 1] = static_cast<uint8_t>(rgb >> 8);
-      dst[3 * j + 2] = static_cast<uint8_t>(rgb >> 16);
-    }
-    for (; j < out_w; ++j) {
-      const uint8_t* s = src + p.first[j] * 3;
-      const int32_t* w = &p.w[static_cast<size_t>(j) * 5];
-      int32_t a0 = 1 << (kWeightBits - 1), a1 = a0, a2 = a0;
-      for (int k = 0; k < 5; ++k) {
-        a0 += s[3 * k] * w[k];
-        a1 += s[3 * k + 1] * w[k];
-        a2 += s[3 * k + 2] * w[k];
+// ImageNet image, and enlarging with zero-padded taps), exact in 32-bit integers like the scalar pass. Each
+// 22-bit weight is split as w = wh * 2^11 + wl so that pmaddwd (16-bit products summed in pairs) applies:
+// sum p*w = (sum p*wh) << 11 + sum p*wl. Two rows go through one 256-bit register (row r in the low lane,
+// r+1 in the high one, same weights); shuffles turn a window's 15 bytes into int16 pairs (R0,R1)(G0,G1)(B0,B1),
+// then (R2,R3).., then (R4,0)..; four outputs are packed and stored at once.
+constexpr int kSpread = 48;  // int16 weights per output: pairs 01 (hi, lo), 23 (hi, lo), 4 (hi, lo), 8 each
+
+std::vector<int16_t> spread_weights5(const Pass& p, int out_w) {
+  std::vector<int16_t> wv(static_cast<size_t>(out_w) * kSpread, 0);
+  for (int j = 0; j < out_w; ++j) {
+    int16_t* o = &wv[static_cast<size_t>(j) * kSpread];
+    const int32_t* w = &p.w[static_cast<size_t>(j) * 5];
+    for (int part = 0; part < 2; ++part) {  // 0: the bits above 11, 1: the low 11 bits
+      auto split = [&](int32_t v) { return static_cast<int16_t>(part == 0 ? v >> 11 : v & 2047); };
+      for (int c = 0; c < 3; ++c) {
+        o[part * 8 + 2 * c] = split(w[0]);
+        o[part * 8 + 2 * c + 1] = split(w[1]);
+        o[16 + part * 8 + 2 * c] = split(w[2]);
+        o[16 + part * 8 + 2 * c + 1] = split(w[3]);
+        o[32 + part * 8 + 2 * c] = split(w[4]);
       }
-      dst[3 * j] = clip8(a0);
-      dst[3 * j + 1] = clip8(a1);
-      dst[3 * j + 2] = clip8(a2);
     }
+  }
+  return wv;
+}
+
+// One output pixel of rows r (low lane) and r+1 (high lane): 32-bit (R, G, B, 0) per lane, already shifted.
+__attribute__((target("avx2"))) inline __m256i horizontal5_two_rows(const uint8_t* s0, const uint8_t* s1,
+                                                                    const int16_t* w) {
+  const __m256i pairs01 = _mm256_setr_epi8(0, -1, 3, -1, 1, -1, 4, -1, 2, -1, 5, -1, -1, -1, -1, -1,
+                                           0, -1, 3, -1, 1, -1, 4, -1, 2, -1, 5, -1, -1, -1, -1, -1);
+  const __m256i pairs23 = _mm256_setr_epi8(6, -1, 9, -1, 7, -1, 10, -1, 8, -1, 11, -1, -1, -1, -1, -1,
+                                           6, -1, 9, -1, 7, -1, 10, -1, 8, -1, 11, -1, -1, -1, -1, -1);
+  const __m256i single4 = _mm256_setr_epi8(12, -1, -1, -1, 13, -1, -1, -1, 14, -1, -1, -1, -1, -1, -1, -1,
+                                           12, -1, -1, -1, 13, -1, -1, -1, 14, -1, -1, -1, -1, -1, -1, -1);
+#define ALEXNET_WEIGHTS(at) _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + (at))))
+  const __m256i px = _mm256_inserti128_si256(
+      _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s0))),
+      _mm_loadu_si128(reinterpret_cast<const __m128i*>(s1)), 1);
+  const __m256i a = _mm256_shuffle_epi8(px, pairs01);
+  const __m256i b = _mm256_shuffle_epi8(px, pairs23);
+  const __m256i c = _mm256_shuffle_epi8(px, single4);
+  const __m256i hi = _mm256_add_epi32(
+      _mm256_add_epi32(_mm256_madd_epi16(a, ALEXNET_WEIGHTS(0)), _mm256_madd_epi16(b, ALEXNET_WEIGHTS(16))),
+      _mm256_madd_epi16(c, ALEXNET_WEIGHTS(32)));
+  const __m256i lo = _mm256_add_epi32(
+      _mm256_add_epi32(_mm256_madd_epi16(a, ALEXNET_WEIGHTS(8)), _mm256_madd_epi16(b, ALEXNET_WEIGHTS(24))),
+      _mm256_madd_epi16(c, ALEXNET_WEIGHTS(40)));
+#undef ALEXNET_WEIGHTS
+  const __m256i sum = _mm256_add_epi32(_mm256_add_epi32(_mm256_slli_epi32(hi, 11), lo),
+                                       _mm256_set1_epi32(1 << (kWeightBits - 1)));
+  return _mm256_srai_epi32(sum, kWeightBits);
+}
+
+void horizontal5_scalar_row(const uint8_t* src, const Pass& p, int j0, uint8_t* dst, int out_w) {
+  for (int j = j0; j < out_w; ++j) {
+    const uint8_t* s = src + p.first[j] * 3;
+    const int32_t* w = &p.w[static_cast<size_t>(j) * 5];
+    int32_t a0 = 1 << (kWeightBits - 1), a1 = a0, a2 = a0;
+    for (int k = 0; k < 5; ++k) {
+      a0 += s[3 * k] * w[k];
+      a1 += s[3 * k + 1] * w[k];
+      a2 += s[3 * k + 2] * w[k];
+    }
+    dst[3 * j] = clip8(a0);
+    dst[3 * j + 1] = clip8(a1);
+    dst[3 * j + 2] = clip8(a2);
   }
 }
 
-// The per-output weight vectors of horizontal5_avx2: (w0 w0 w0 0 w1 w1 w1 0 | w2 .. | w4 w4 w4 0 0 0 0 0).
-std::vector<int32_t> spread_weights5(const Pass& p, int out_w) {
-  std::vector<int32_t> wv(static_cast<size_t>(out_w) * 24, 0);
-  for (int j = 0; j < out_w; ++j)
-    for (int k = 0; k < 5; ++k)
-      for (int c = 0; c < 3; ++c) wv[static_cast<size_t>(j) * 24 + k * 4 + c] = p.w[static_cast<size_t>(j) * 5 + k];
-  return wv;
+__attribute__((target("avx2"))) void horizontal5_avx2(const uint8_t* in, int in_stride, int rows, const Pass& p,
+                                                      const int16_t* wv, uint8_t* out, int out_w) {
+  const __m256i compact = _mm256_setr_epi8(0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1, -1,
+                                           0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1, -1);
+  // A packed store writes 4 bytes past its four outputs; ending two outputs early keeps them inside the row
+  // (where the scalar tail overwrites them) rather than on the next row, which is written in the same sweep.
+  const int vec_w = std::max(0, out_w - 2) / 4 * 4;
+  int r = 0;
+  // The 16-byte loads read one byte past a window: the last row stays scalar so no read leaves the buffer.
+  for (; r + 2 < rows; r += 2) {
+    const uint8_t* src0 = in + static_cast<size_t>(r) * in_stride;
+    const uint8_t* src1 = src0 + in_stride;
+    uint8_t* dst0 = out + static_cast<size_t>(r) * out_w * 3;
+    uint8_t* dst1 = dst0 + static_cast<size_t>(out_w) * 3;
+    for (int j = 0; j < vec_w; j += 4) {
+      __m256i v[4];
+      for (int q = 0; q < 4; ++q) {
+        const int off = p.first[j + q] * 3;
+        v[q] = horizontal5_two_rows(src0 + off, src1 + off, wv + static_cast<size_t>(j + q) * kSpread);
+      }
+      const __m256i bytes = _mm256_shuffle_epi8(
+          _mm256_packus_epi16(_mm256_packs_epi32(v[0], v[1]), _mm256_packs_epi32(v[2], v[3])), compact);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(dst0 + 3 * j), _mm256_castsi256_si128(bytes));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(dst1 + 3 * j), _mm256_extracti128_si256(bytes, 1));
+    }
+    horizontal5_scalar_row(src0, p, vec_w, dst0, out_w);
+    horizontal5_scalar_row(src1, p, vec_w, dst1, out_w);
+  }
+  for (; r < rows; ++r)
+    horizontal5_scalar_row(in + static_cast<size_t>(r) * in_stride, p, 0, out + static_cast<size_t>(r) * out_w * 3, out_w);
 }
 
 __attribute__((target("avx2"))) void vertical_row_avx2(const uint8_t* in, size_t in_stride, const int32_t* w, int taps,
@@ -493,7 +567,8 @@ void resize_shorter_and_center_crop_into(const Image& in, int side, Image& out) 
 
   // Horizontal pass first (as PIL does, with a uint8 intermediate), over just the input rows that the
   // vertical pass of the kept output rows reads.
-  const Pass pv = make_pass(in.height, nh, oy, side);
+  const std::shared_ptr<const Pass> pv_ptr = cached_pass(in.height, nh, oy, side, 0, false);
+  const Pass& pv = *pv_ptr;
   const int row0 = pv.first.front();
   const int row1 = pv.first.back() + pv.taps;
   const int rows = row1 - row0;
@@ -504,17 +579,16 @@ void resize_shorter_and_center_crop_into(const Image& in, int side, Image& out) 
     mid = in.rgb.data() + (static_cast<size_t>(row0) * in.width + ox) * 3;
     mid_stride = static_cast<size_t>(in.width) * 3;
   } else {
-    tmp.resize(static_cast<size_t>(rows) * side * 3);
+    tmp.resize(static_cast<size_t>(rows) * side * 3 + 16);  // slack for 16-byte SIMD stores
     const uint8_t* rows_in = in.rgb.data() + static_cast<size_t>(row0) * in.width * 3;
 #if defined(__x86_64__)
-    if (have_avx2() && in.width >= 5 && make_pass(in.width, nw, ox, 1).taps <= 5) {
-      const Pass ph = make_pass(in.width, nw, ox, side, 5);
-      horizontal5_avx2(rows_in, in.width * 3, rows, ph, spread_weights5(ph, side).data(), tmp.data(), side);
+    if (have_avx2() && in.width >= 5 && pass_taps(in.width, nw) <= 5) {
+      const std::shared_ptr<const Pass> ph = cached_pass(in.width, nw, ox, side, 5, true);
+      horizontal5_avx2(rows_in, in.width * 3, rows, *ph, ph->spread.data(), tmp.data(), side);
     } else
 #endif
     {
-      const Pass ph = make_pass(in.width, nw, ox, side);
-      horizontal(rows_in, in.width * 3, rows, ph, tmp.data(), side);
+      horizontal(rows_in, in.width * 3, rows, *cached_pass(in.width, nw, ox, side, 0, false), tmp.data(), side);
     }
     mid = tmp.data();
     mid_stride = static_cast<size_t>(side) * 3;
