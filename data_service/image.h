@@ -26,7 +26,11 @@ ImageKind sniff_image(const uint8_t* data, size_t size);
 // palette, gray, alpha dropped) to RGB. When min_short_side > 0 and the image is a JPEG much larger than
 // needed, decodes at the smallest DCT scale (1/2, 1/4, 1/8) whose shorter side is still >= min_short_side.
 // Failures (truncated, empty, not an image, corrupt) are a Status naming the problem; `name` (the file)
-// is put into the message.
+// is put into the message. The RGB equals PIL's Image.open(f).convert("RGB") (draft() for DCT scaling),
+// with one deliberate exception: 16-bit grayscale PNGs keep their high byte where PIL saturates to 255.
+// A JPEG that libjpeg-turbo decodes only with a warning (premature end of data, corrupt entropy data) is
+// reported as bad, so that such files are skipped and counted; the one harmless warning, extraneous bytes
+// before the end-of-image marker (the picture is complete), is accepted.
 StatusOr<Image> decode_image(const uint8_t* data, size_t size, const std::string& name, int min_short_side = 0);
 // The same, decoding into `out` and reusing its buffer (a worker thread keeps one Image per stage, so the
 // steady state allocates nothing). On failure `out` holds no valid image.
@@ -35,9 +39,9 @@ Status decode_image_into(const uint8_t* data, size_t size, const std::string& na
 StatusOr<Image> decode_image_file(const std::string& path, int min_short_side = 0);
 
 // The paper's rescaling (§2): resize so the shorter side is `side` (area-weighted, antialiased when
-// shrinking), then take the central side x side square.
-// Bit-identical to PIL's resize((w', h'), Image.BILINEAR) followed by crop(), with w', h' the image size
-// scaled so the shorter side is `side` (the longer one rounded), the crop at floor((long' - side) / 2).
+// shrinking), then take the central side x side square. Bit-identical to PIL's
+// resize((w', h'), Image.BILINEAR) followed by crop(), with (w', h') the image size scaled so that the
+// shorter side is `side` (the longer one rounded), the crop at floor((long' - side) / 2).
 Image resize_shorter_and_center_crop(const Image& in, int side);
 // The same into `out` (must not be `in`), reusing its buffer.
 void resize_shorter_and_center_crop_into(const Image& in, int side, Image& out);
