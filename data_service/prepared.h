@@ -24,6 +24,7 @@ struct PrepareOptions {
   int64_t stats_images = 0;      // training images the statistics use (0: all)
   bool progress = true;          // progress bar on stderr
   bool strict = false;           // a bad image is fatal instead of skipped and counted
+  int64_t chunk_images = 4096;   // images per resumable unit (one part file, one shard)
 };
 
 // Builds (or resumes) the prepared folder. Resumable: finished parts are kept and verified by size and

@@ -9,6 +9,7 @@
 #include "core/cli.h"
 #include "core/config.h"
 #include "core/error.h"
+#include "data_service/prepared.h"
 #include "data_service/synth.h"
 #include "tools/tool_command.h"
 
@@ -49,8 +50,41 @@ int cmd_synth(int argc, char** argv) {
   return 0;
 }
 
+int cmd_prepare(int argc, char** argv) {
+  ArgParser args("alexnet-tool prepare",
+                 "[--data DIR] [--out PREP] [--shards] [--threads T] [--stats-images K] [--strict]: the dataset "
+                 "index, training-set mean image and RGB PCA, and optional pre-resized shards (resumable)");
+  args.config_options();
+  args.option("--data", "dataset root (default: data.root)");
+  args.option("--out", "prepared folder (default: data.prepared, or <root>/.prepared when that is empty)");
+  args.option("--val-ground-truth", "devkit ground-truth file for a flat val/ (default: data.val_ground_truth)");
+  args.flag("--shards", "also write shards of pre-resized 256x256 JPEGs (quality 95, 4:4:4)");
+  args.option("--threads", "threads (default: data.threads; 0 = all cores)");
+  args.option("--stats-images", "training images the statistics use, evenly spaced (default 0 = all)");
+  args.option("--chunk-images", "images per resumable chunk and per shard (default 4096)");
+  args.flag("--strict", "the first bad image file is fatal (default: data.strict)");
+  args.flag("--progress", "draw the progress bar even when stderr is not a terminal");
+  if (!args.parse(argc, argv, 2)) return 0;
+  const Config cfg = args.load_config();
+  PrepareOptions o;
+  o.data_root = args.get_or("--data", cfg.data.root);
+  ALEXNET_CHECK(!o.data_root.empty(), "alexnet-tool prepare: no dataset: give --data DIR or set data.root");
+  o.out = args.get_or("--out", cfg.data.prepared);
+  if (o.out.empty()) o.out = o.data_root + "/.prepared";
+  o.val_ground_truth = args.get_or("--val-ground-truth", cfg.data.val_ground_truth);
+  o.shards = args.has("--shards");
+  o.threads = static_cast<int>(args.get_int_or("--threads", cfg.data.threads));
+  o.stats_images = args.get_int_or("--stats-images", 0);
+  o.chunk_images = args.get_int_or("--chunk-images", o.chunk_images);
+  o.strict = args.has("--strict") || cfg.data.strict;
+  o.progress = args.has("--progress") || isatty(STDERR_FILENO) == 1;
+  std::cout << prepare_dataset(o) << "\n";
+  return 0;
+}
+
 const ToolCommand kDataCommands[] = {
     {"synth", "write a generated dataset in ImageNet's layout and formats (demo and tests)", cmd_synth},
+    {"prepare", "index, training-set mean image and RGB PCA, optional pre-resized shards (resumable)", cmd_prepare},
 };
 
 }  // namespace
