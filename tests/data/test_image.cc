@@ -189,6 +189,23 @@ TEST_F(ImageFixtures, RescaleMatchesPilBilinear) {
   EXPECT_GE(n, 8);
 }
 
+TEST_F(ImageFixtures, ReusedBuffersGiveTheSameResults) {
+  // The *_into forms keep a buffer across images of different sizes and kinds; results must not depend on
+  // what the buffer held before.
+  Image buf, small;
+  for (const char* f : {"big.jpg", "rgb420.jpg", "png_rgb.JPEG", "cmyk_adobe.jpg", "typical.jpg", "gray.jpg"}) {
+    const std::vector<uint8_t> b = read_bytes(dir_ / f);
+    ASSERT_TRUE(decode_image_into(b.data(), b.size(), f, 256, buf).ok()) << f;
+    StatusOr<Image> fresh = decode_image(b.data(), b.size(), f, 256);
+    ASSERT_TRUE(fresh.ok()) << f;
+    EXPECT_EQ(buf.width, fresh.value().width) << f;
+    EXPECT_EQ(buf.height, fresh.value().height) << f;
+    EXPECT_EQ(buf.rgb, fresh.value().rgb) << f;
+    resize_shorter_and_center_crop_into(buf, 256, small);
+    EXPECT_EQ(small.rgb, resize_shorter_and_center_crop(fresh.value(), 256).rgb) << f;
+  }
+}
+
 TEST_F(ImageFixtures, JpegWithJunkBeforeEndMarkerIsAccepted) {
   // Data between the last scan and EOI only draws a libjpeg warning; the picture is complete.
   std::vector<uint8_t> b = read_bytes(dir_ / "rgb420.jpg");
