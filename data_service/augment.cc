@@ -40,7 +40,10 @@ void check_crop(const SampleAugment& a, int src_side, int crop) {
 #if defined(__x86_64__)
 // AVX2 forms of the crop copy and the normalisation (same results; ALEXNET_NO_SIMD=1 forces the scalar code).
 bool have_avx2() {
-  static const bool yes = __builtin_cpu_supports("avx2") && std::getenv("ALEXNET_NO_SIMD") == nullptr;
+  static const bool yes = [] {
+    __builtin_cpu_init();  // harmless when already done; needed if the first call runs during static init
+    return __builtin_cpu_supports("avx2") && std::getenv("ALEXNET_NO_SIMD") == nullptr;
+  }();
   return yes;
 }
 

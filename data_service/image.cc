@@ -396,7 +396,10 @@ void vertical_row(const uint8_t* in, size_t in_stride, const int32_t* w, int tap
 // run time, so the library still runs on any x86-64.
 // ALEXNET_NO_SIMD=1 forces the scalar code (the tests run both).
 bool have_avx2() {
-  static const bool yes = __builtin_cpu_supports("avx2") && std::getenv("ALEXNET_NO_SIMD") == nullptr;
+  static const bool yes = [] {
+    __builtin_cpu_init();  // harmless when already done; needed if the first call runs during static init
+    return __builtin_cpu_supports("avx2") && std::getenv("ALEXNET_NO_SIMD") == nullptr;
+  }();
   return yes;
 }
 
