@@ -426,6 +426,8 @@ void validate_config(const Config& c, const ConfigSources& sources) {
   if (!(c.data.lighting_std >= 0)) fail("data.lighting_std", "must be >= 0");
   if (c.data.threads < 0) fail("data.threads", "must be >= 0");
   if (c.data.prefetch < 1) fail("data.prefetch", "must be >= 1");
+  if (c.data.eval_batch < 0) fail("data.eval_batch", str_cat("must be >= 0, got ", c.data.eval_batch));
+  if (!(c.data.timeout_s >= 0)) fail("data.timeout_s", str_cat("must be >= 0, got ", c.data.timeout_s));
 
   const TrainConfig& t = c.train;
   if (t.batch_size < 1) fail("train.batch_size", str_cat("must be >= 1, got ", t.batch_size));

@@ -95,6 +95,9 @@ struct DataConfig {
   int threads = 0;
   int prefetch = 4;
   bool strict = false;
+  int eval_batch = 0;
+  bool ten_crop = false;
+  double timeout_s = 900;
   template <class V> void visit(V& v) {
     v("root", root, "folder holding an ImageNet-layout dataset (train/<wnid>/*.JPEG, val/)");
     v("prepared", prepared, "output folder of `alexnet-tool prepare` (index, mean, PCA, shards); empty: <root>/.prepared");
@@ -104,6 +107,9 @@ struct DataConfig {
     v("threads", threads, "decode/augment threads per data-service process (0: all cores of the node share)");
     v("prefetch", prefetch, "batches prepared ahead per worker (bounds memory)");
     v("strict", strict, "a bad image file is fatal instead of skipped and counted");
+    v("eval_batch", eval_batch, "validation images per worker rank per evaluation batch (0: train.batch_size / workers)");
+    v("ten_crop", ten_crop, "evaluate the paper's ten views (corners, centre, mirrors; §4.1) instead of the centre crop");
+    v("timeout_s", timeout_s, "seconds a worker waits for its data service, and a service for a silent worker, before failing (0: forever)");
   }
 };
 

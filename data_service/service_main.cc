@@ -1,0 +1,73 @@
+// alexnet-data-service: the data-service ranks of a training job (MPMD with alexnet-worker).
+//   mpirun -np D alexnet-data-service --config C [--set k=v ...] : -np W alexnet-worker --config C ...
+#include <mpi.h>
+#include <unistd.h>
+
+#include <exception>
+#include <iostream>
+
+#include "core/cli.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "data_service/job_layout.h"
+#include "data_service/service.h"
+
+namespace {
+
+alexnet::LogLevel parse_level(const std::string& s) {
+  using alexnet::LogLevel;
+  return s == "debug" ? LogLevel::kDebug : s == "warning" ? LogLevel::kWarn : s == "error" ? LogLevel::kError
+                                                                                           : LogLevel::kInfo;
+}
+
+int serve(int argc, char** argv) {
+  using namespace alexnet;
+  ArgParser args("alexnet-data-service",
+                 "alexnet-data-service --config FILE [--set key=value ...]\n"
+                 "Started by mpirun beside the alexnet-worker ranks of the same job; reads the prepared\n"
+                 "dataset folder and serves augmented batches to its node's workers.");
+  args.config_options();
+  if (!args.parse(argc, argv)) return 0;
+  const Config config = args.load_config();
+  set_log_level(parse_level(config.log.level));
+  JobLayout layout = JobLayout::create(JobRole::kService);
+  if (layout.index() == 0) log_info("job layout: ", layout.describe());
+  if (layout.served_workers().empty()) {
+    log_warn("data service ", layout.index(), " serves no worker (more services than workers); exiting");
+    return 0;
+  }
+  const auto producer = open_prepared_producer(config.data);
+  log_info("data service ", layout.index(), " (pid ", getpid(), "): ", producer->num_train(), " training and ",
+           producer->num_val(), " validation images, ", producer->num_classes(), " classes; serving ",
+           layout.served_workers().size(), " workers");
+  ServiceStats stats;
+  {
+    DataService service(layout, *producer, ServiceOptions::from_config(config));
+    stats = service.run();
+  }
+  log_info("data service ", layout.index(), " done: ", stats.summary());
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int provided = 0;
+  MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  char host[256] = {0};
+  gethostname(host, sizeof(host) - 1);
+  alexnet::set_process_identity(rank, host);
+  int rc = 0;
+  try {
+    rc = serve(argc, argv);
+  } catch (const std::exception& e) {
+    // The message names rank, host and file:line; MPI_Abort ends every rank, so no worker waits forever.
+    alexnet::log_error("alexnet-data-service: ", e.what());
+    MPI_Abort(MPI_COMM_WORLD, 1);
+    return 1;
+  }
+  MPI_Finalize();
+  return rc;
+}
