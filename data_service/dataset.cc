@@ -81,8 +81,8 @@ void scan_class_folders(const fs::path& split_dir, const std::string& split, con
 }
 
 // The devkit's ILSVRC2012_validation_ground_truth.txt: line k holds the 1-based class id of the k-th
-// validation file in sorted-name order. The id order is the devkit's meta.mat order, which for ILSVRC-2012's
-// 1000 leaf classes is the sorted-wnid order, so label = id - 1.
+// validation file in sorted-name order. We assume the ids count classes in sorted-wnid order, so
+// label = id - 1; the devkit's ids follow its meta.mat order, which must then be that order (docs/data.md).
 std::vector<int32_t> read_ground_truth(const std::string& path, size_t expect, size_t num_classes,
                                        const std::string& val_dir) {
   std::ifstream in(path);

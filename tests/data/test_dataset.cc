@@ -312,6 +312,40 @@ TEST(Synth, InterruptedRunIsDetectedAndRepaired) {
   EXPECT_EQ(scan_dataset(d.string()).train.size(), 24u);
 }
 
+TEST(Synth, ClassesAreLearnable) {
+  // Nearest class mean on 16x16 thumbnails of the rescaled images, the crudest classifier there is,
+  // must beat chance (10%) by far; AlexNet then has an easy start.
+  const fs::path d = temp_dir("learnable");
+  SynthOptions o = small(d);
+  o.classes = 10;
+  o.train_per_class = 20;
+  o.val_per_class = 5;
+  synthesize_dataset(o);
+  const DatasetIndex idx = scan_dataset(d.string());
+  auto features = [&](const DatasetEntry& e) {
+    const Image im = resize_shorter_and_center_crop(decode_image_file((d / e.path).string()).value(), 16);
+    return std::vector<double>(im.rgb.begin(), im.rgb.end());
+  };
+  std::vector<std::vector<double>> mean(10, std::vector<double>(16 * 16 * 3, 0.0));
+  for (const auto& e : idx.train) {
+    const auto f = features(e);
+    for (size_t k = 0; k < f.size(); ++k) mean[e.label][k] += f[k] / 20;
+  }
+  int correct = 0;
+  for (const auto& e : idx.val) {
+    const auto f = features(e);
+    int best = -1;
+    double best_d = 0;
+    for (int c = 0; c < 10; ++c) {
+      double dist = 0;
+      for (size_t k = 0; k < f.size(); ++k) dist += (f[k] - mean[c][k]) * (f[k] - mean[c][k]);
+      if (best < 0 || dist < best_d) best = c, best_d = dist;
+    }
+    correct += best == e.label;
+  }
+  EXPECT_GE(correct, 25) << "of 50 validation images";
+}
+
 TEST(Synth, RefusesAForeignFolder) {
   const fs::path d = temp_dir("foreign");
   touch(d / "precious.txt");
