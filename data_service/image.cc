@@ -594,7 +594,7 @@ void resize_shorter_and_center_crop_into(const Image& in, int side, Image& out) 
     mid = in.rgb.data() + (static_cast<size_t>(row0) * in.width + ox) * 3;
     mid_stride = static_cast<size_t>(in.width) * 3;
   } else {
-    tmp.resize(static_cast<size_t>(rows) * side * 3 + 16);  // slack for 16-byte SIMD stores
+    tmp.resize(static_cast<size_t>(rows) * side * 3);
     const uint8_t* rows_in = in.rgb.data() + static_cast<size_t>(row0) * in.width * 3;
 #if defined(__x86_64__)
     if (have_avx2() && in.width >= 5 && pass_taps(in.width, nw) <= 5) {
