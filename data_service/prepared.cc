@@ -268,7 +268,7 @@ class Preparer {
       if (!o_.shards) return true;
       const std::vector<uint8_t> shard = pf::read_file((out_ / pf::shard_name(c.val, c.index)).string());
       return shard.size() == p.shard_size && pf::checksum64(shard.data(), shard.size()) == p.shard_checksum;
-    } catch (const Error&) {
+    } catch (const std::exception&) {  // missing, damaged or foreign: redo the chunk
       return false;
     }
   }
@@ -277,7 +277,7 @@ class Preparer {
     const auto& list = c.val ? index_.val : index_.train;
     const int64_t n = static_cast<int64_t>(c.read.size());
     std::vector<FileId> ids(n);
-    std::vector<std::string> bad(n);
+    std::vector<std::string> bad(n), failed(n);  // bad input files; errors of ours (they end the run)
     std::vector<std::vector<uint8_t>> jpegs(o_.shards ? n : 0);
     const bool want_stats = !c.val;
     std::vector<std::vector<uint32_t>> mean(threads_);
@@ -292,35 +292,42 @@ class Preparer {
 #pragma omp for schedule(dynamic, 1)
       for (int64_t k = 0; k < n; ++k) {
         if (stop.load(std::memory_order_relaxed)) continue;
-        const std::string path = full_path(index_, list[c.read[k]]);
-        std::vector<uint8_t> bytes;
-        Status st;
-        {
-          std::FILE* f = std::fopen(path.c_str(), "rb");
-          struct stat sb {};
-          if (f == nullptr) {
-            st = Status::error(str_cat(path, ": cannot open: ", std::strerror(errno)));
-          } else {
-            if (fstat(fileno(f), &sb) == 0) ids[k] = file_id(sb);
-            bytes.resize(static_cast<size_t>(std::max<int64_t>(ids[k].size, 0)));
-            const size_t got = bytes.empty() ? 0 : std::fread(bytes.data(), 1, bytes.size(), f);
-            if (got != bytes.size()) st = Status::error(str_cat(path, ": read error"));
-            std::fclose(f);
+        // No exception may leave an OpenMP loop body; errors are collected and rethrown after it.
+        try {
+          const std::string path = full_path(index_, list[c.read[k]]);
+          std::vector<uint8_t> bytes;
+          Status st;
+          {
+            std::FILE* f = std::fopen(path.c_str(), "rb");
+            struct stat sb {};
+            if (f == nullptr) {
+              st = Status::error(str_cat(path, ": cannot open: ", std::strerror(errno)));
+            } else {
+              if (fstat(fileno(f), &sb) == 0) ids[k] = file_id(sb);
+              bytes.resize(static_cast<size_t>(std::max<int64_t>(ids[k].size, 0)));
+              const size_t got = bytes.empty() ? 0 : std::fread(bytes.data(), 1, bytes.size(), f);
+              if (got != bytes.size()) st = Status::error(str_cat(path, ": read error"));
+              std::fclose(f);
+            }
           }
-        }
-        if (st.ok()) st = decode_image_into(bytes.data(), bytes.size(), path, kSide, decoded);
-        if (!st.ok()) {
-          bad[k] = st.message();
-          if (o_.strict) stop = true;
+          if (st.ok()) st = decode_image_into(bytes.data(), bytes.size(), path, kSide, decoded);
+          if (!st.ok()) {
+            bad[k] = st.message();
+            if (o_.strict) stop = true;
+            progress.add(1);
+            continue;
+          }
+          resize_shorter_and_center_crop_into(decoded, kSide, rescaled);
+          if (want_stats && c.stats[k]) accumulate(rescaled, mean[t].data(), sums[t].data());
+          if (o_.shards) jpegs[k] = encode_jpeg(rescaled, o_.shard_quality, false);
           progress.add(1);
-          continue;
+        } catch (const std::exception& e) {
+          failed[k] = e.what();
+          stop = true;
         }
-        resize_shorter_and_center_crop_into(decoded, kSide, rescaled);
-        if (want_stats && c.stats[k]) accumulate(rescaled, mean[t].data(), sums[t].data());
-        if (o_.shards) jpegs[k] = encode_jpeg(rescaled, o_.shard_quality, false);
-        progress.add(1);
       }
     }
+    for (const std::string& f : failed) ALEXNET_CHECK(f.empty(), f);
     Part p;
     for (int64_t k = 0; k < n; ++k) {
       if (bad[k].empty()) continue;
