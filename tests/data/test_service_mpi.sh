@@ -58,6 +58,13 @@ case $case_name in
       tail -n +$(((8 + 3) * 16 + 1)) "$dir/a/worker$w.txt" | cmp - "$dir/b/worker$w.txt" || fail "worker $w: resume differs"
     done
     ;;
+  loopback_ten_crop)
+    # The paper's ten views per validation image, 37 images padded to fixed batches, each counted once.
+    mkdir -p "$dir/a"
+    "${loop[@]}" -np 3 "$fake" --loopback-services 1 --set train.batch_size=32 --synthetic 256,37,10 --verify \
+      --eval --set data.ten_crop=true --set data.eval_batch=5 --out "$dir/a"
+    [ "$(cat "$dir"/a/worker*.txt | grep -c '^E')" -eq $((37 * 10)) ] || fail "expected 370 evaluation crops"
+    ;;
   loopback_bad)
     "${loop[@]}" -np 3 "$fake" --loopback-services 1 "${common[@]}" --bad 3,17,200 --epochs 2 >"$dir/log" 2>&1 ||
       { cat "$dir/log"; fail "run with bad files failed"; }
