@@ -183,6 +183,7 @@ int main_body(int argc, char** argv) {
   args.option("--loopback-services", "ranks below this run an in-process service over synthetic images");
   args.option("--synthetic", "loopback dataset: TRAIN,VAL,CLASSES (default 256,40,10)");
   args.option("--bad", "loopback: comma-separated training indices whose 'files' are corrupt");
+  args.flag("--flat", "loopback: flat synthetic images (measures the transport, not the image work)");
   args.flag("--verify", "check crops against a local decode (the synthetic or the prepared dataset)");
   args.option("--epochs", "epochs to fetch (default 1)");
   args.option("--steps", "steps per epoch to fetch (default: all)");
@@ -209,7 +210,7 @@ int main_body(int argc, char** argv) {
       for (size_t i = 0; i < 3 && std::getline(ss, item, ','); ++i) sizes[i] = std::stoll(item);
     }
     local = std::make_unique<testing::SyntheticProducer>(sizes[0], sizes[1], static_cast<int>(sizes[2]),
-                                                         parse_list(args.get_or("--bad", "")));
+                                                         parse_list(args.get_or("--bad", "")), args.has("--flat"));
   }
   const JobRole role = loopback > 0 && rank < loopback ? JobRole::kService : JobRole::kWorker;
   JobLayout layout = JobLayout::create(role);

@@ -2,6 +2,7 @@
 // listed indices fail like corrupt files, and the statistics are fixed.
 #pragma once
 
+#include <algorithm>
 #include <set>
 #include <string>
 
@@ -12,8 +13,11 @@ namespace alexnet::testing {
 
 class SyntheticProducer : public SampleProducer {
  public:
-  SyntheticProducer(int64_t num_train, int64_t num_val, int num_classes, std::set<int64_t> bad_train = {})
-      : num_train_(num_train), num_val_(num_val), num_classes_(num_classes), bad_train_(std::move(bad_train)) {
+  // flat: every image one grey level per sample (costs a memset), to measure the transport alone.
+  SyntheticProducer(int64_t num_train, int64_t num_val, int num_classes, std::set<int64_t> bad_train = {},
+                    bool flat = false)
+      : num_train_(num_train), num_val_(num_val), num_classes_(num_classes), bad_train_(std::move(bad_train)),
+        flat_(flat) {
     stats_.side = 256;
     stats_.mean_image.resize(3 * 256 * 256);
     for (size_t k = 0; k < stats_.mean_image.size(); ++k) stats_.mean_image[k] = 100.0f + static_cast<float>(k % 17);
@@ -34,6 +38,10 @@ class SyntheticProducer : public SampleProducer {
     out.width = out.height = side;
     out.rgb.resize(static_cast<size_t>(side) * side * 3);
     const uint32_t s = static_cast<uint32_t>(i * 2654435761u) ^ (val ? 0x5555u : 0u);
+    if (flat_) {
+      std::fill(out.rgb.begin(), out.rgb.end(), static_cast<uint8_t>(s));
+      return Status();
+    }
     for (int y = 0; y < side; ++y)
       for (int x = 0; x < side; ++x)
         for (int c = 0; c < 3; ++c)
@@ -46,6 +54,7 @@ class SyntheticProducer : public SampleProducer {
   int64_t num_train_, num_val_;
   int num_classes_;
   std::set<int64_t> bad_train_;
+  bool flat_;
   ImageStats stats_;
 };
 
