@@ -195,6 +195,7 @@ int main_body(int argc, char** argv) {
   args.option("--fail-step", "at this step of the first epoch (default 1)");
   args.option("--fail-mode", "kill (SIGKILL itself) or stall (alive but silent)");
   args.flag("--bench", "every worker prints its rate");
+  args.flag("--stall-service", "loopback: the services never answer (the workers' timeout must end the job)");
   if (!args.parse(argc, argv)) return 0;
   const Config config = args.load_config();
   const int64_t loopback = args.get_int_or("--loopback-services", 0);
@@ -216,6 +217,8 @@ int main_body(int argc, char** argv) {
   JobLayout layout = JobLayout::create(role);
   if (role == JobRole::kService) {
     if (layout.served_workers().empty()) return 0;
+    if (args.has("--stall-service"))
+      for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));  // alive but never answering
     DataService service(layout, *local, ServiceOptions::from_config(config));
     const ServiceStats stats = service.run();
     log_info("data service ", layout.index(), " done: ", stats.summary());

@@ -14,7 +14,7 @@ set(_svc_script ${CMAKE_CURRENT_LIST_DIR}/test_service_mpi.sh)
 set(_svc_work ${CMAKE_CURRENT_BINARY_DIR}/service_work)
 set(_svc_env "OMPI_ALLOW_RUN_AS_ROOT=1;OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1;OMPI_MCA_rmaps_base_oversubscribe=1")
 foreach(case loopback_1x2 loopback_2x4 loopback_threads loopback_bad loopback_strict loopback_resume
-             loopback_stall loopback_ten_crop)
+             loopback_stall loopback_service_stall loopback_ten_crop)
   add_test(NAME service_${case}
            COMMAND ${_svc_script} ${case} $<TARGET_FILE:fake_worker> "" "" ${_svc_work})
   set_tests_properties(service_${case} PROPERTIES LABELS mpi TIMEOUT 120 ENVIRONMENT "${_svc_env}")

@@ -85,6 +85,13 @@ case $case_name in
       --set data.timeout_s=2 --epochs 50 --fail-worker 1 --fail-step 2 --fail-mode stall
     grep -q "worker 1 (rank 2, host .*) has sent nothing" "$dir/log" || { cat "$dir/log"; fail "the error does not name the worker"; }
     ;;
+  loopback_service_stall)
+    # A service alive but silent: its workers give up after data.timeout_s and name it.
+    expect_failure "service stall" "$dir/log" "${loop[@]}" -np 3 "$fake" --loopback-services 1 "${common[@]}" \
+      --set data.timeout_s=2 --stall-service
+    grep -q "no answer from data service 0 (rank 0, host .*) for 2 s" "$dir/log" ||
+      { cat "$dir/log"; fail "the error does not name the service"; }
+    ;;
   setup)
     rm -rf "$ds"
     "$tool" synth --out "$ds" --classes 4 --train-per-class 24 --val-per-class 5 --seed 5
