@@ -74,6 +74,7 @@ struct Peer {
   std::deque<JobPtr> train_q, eval_q;  // prepared or in preparation, in the order they will be asked for
   int64_t train_epoch = 0, train_step = 0;  // the next training batch to prepare
   int64_t eval_next = 0;                    // the next evaluation batch to prepare
+  bool evaluating = false;                  // in an evaluation pass: read ahead there too
   JobPtr pending;                           // answers the one outstanding request
   Clock::time_point last_heard;
 };
@@ -143,11 +144,8 @@ struct DataService::Impl {
     }
     work_cv.notify_all();
     for (std::thread& t : threads) t.join();
-    for (Send& s : sends)
-      if (s.req != MPI_REQUEST_NULL) {
-        MPI_Cancel(&s.req);
-        MPI_Request_free(&s.req);
-      }
+    // Sends still in flight exist only when an error is propagating, and then MPI_Abort follows; they
+    // are left alone rather than cancelled (a destructor must not block or throw).
   }
 
   int64_t eval_per_worker() const { return eval_sampler.batch(0, 0).samples.size(); }
@@ -298,7 +296,7 @@ struct DataService::Impl {
       peer.train_q.push_back(make_job(peer, RequestKind::kTrain, peer.train_epoch, peer.train_step, false));
       advance_train(peer.train_epoch, peer.train_step);
     }
-    while (!peer.eval_q.empty() && static_cast<int>(peer.eval_q.size()) < opt.prefetch &&
+    while (peer.evaluating && static_cast<int>(peer.eval_q.size()) < opt.prefetch &&
            peer.eval_next < eval_sampler.num_batches()) {
       peer.eval_q.push_back(make_job(peer, RequestKind::kEval, peer.eval_next, 0, false));
       ++peer.eval_next;
@@ -332,6 +330,9 @@ struct DataService::Impl {
     else
       ALEXNET_CHECK(r.a >= 0 && r.a < eval_sampler.num_batches(), who, " asked for evaluation batch ", r.a,
                     " of ", eval_sampler.num_batches());
+    // Evaluation batches are read ahead from the first evaluation request until training resumes.
+    peer.evaluating = !train;
+    if (train) cancel_all(peer.eval_q);
     std::deque<JobPtr>& q = train ? peer.train_q : peer.eval_q;
     while (!q.empty() && !q.front()->matches(r.kind, r.a, r.b)) {
       q.front()->cancelled.store(true);
