@@ -23,7 +23,7 @@ alexnet::LogLevel parse_level(const std::string& s) {
 int serve(int argc, char** argv) {
   using namespace alexnet;
   ArgParser args("alexnet-data-service",
-                 "alexnet-data-service --config FILE [--set key=value ...]\n"
+                 "--config FILE [--set key=value ...]\n"
                  "Started by mpirun beside the alexnet-worker ranks of the same job; reads the prepared\n"
                  "dataset folder and serves augmented batches to its node's workers.");
   args.config_options();

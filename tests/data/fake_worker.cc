@@ -178,7 +178,7 @@ int run_worker(const JobLayout& layout, const Config& config, const ArgParser& a
 }
 
 int main_body(int argc, char** argv) {
-  ArgParser args("fake_worker", "fake_worker --config C [--set k=v] [options]");
+  ArgParser args("fake_worker", "--config C [--set k=v] [options]");
   args.config_options();
   args.option("--loopback-services", "ranks below this run an in-process service over synthetic images");
   args.option("--synthetic", "loopback dataset: TRAIN,VAL,CLASSES (default 256,40,10)");
