@@ -35,9 +35,16 @@ struct TjDeleter {
 };
 
 // One decompressor per thread: creating one costs allocations, and the service decodes one image per thread.
-tjhandle thread_decompressor() {
+std::unique_ptr<void, TjDeleter>& thread_decompressor_slot() {
   thread_local std::unique_ptr<void, TjDeleter> handle(tjInitDecompress());
-  return handle.get();
+  return handle;
+}
+tjhandle thread_decompressor() { return thread_decompressor_slot().get(); }
+// A decompressor that failed keeps libjpeg state that makes its next header read fail too (libjpeg-turbo
+// 2.1 reports the next file as "0x0"), so a failure replaces it.
+Status discard_decompressor(Status status) {
+  thread_decompressor_slot().reset(tjInitDecompress());
+  return status;
 }
 
 // PIL's CMYK -> RGB (Convert.c cmyk2rgb): out = (255-K) - round((255-K) * C / 255), with its rounding
@@ -67,9 +74,9 @@ Status decode_jpeg(const uint8_t* data, size_t size, const std::string& name, in
   if (tj == nullptr) return bad(name, str_cat("cannot create a TurboJPEG decompressor: ", tjGetErrorStr2(nullptr)));
   int width = 0, height = 0, subsamp = 0, colorspace = 0;
   if (tjDecompressHeader3(tj, data, static_cast<unsigned long>(size), &width, &height, &subsamp, &colorspace) != 0)
-    return bad(name, str_cat("bad JPEG header (", tjGetErrorStr2(tj), ")"));
+    return discard_decompressor(bad(name, str_cat("bad JPEG header (", tjGetErrorStr2(tj), ")")));
   if (width <= 0 || height <= 0 || int64_t{width} * height > kMaxPixels)
-    return bad(name, str_cat("JPEG size ", width, "x", height, " is empty or too large"));
+    return discard_decompressor(bad(name, str_cat("JPEG size ", width, "x", height, " is empty or too large")));
 
   // DCT-domain scaling: the IDCT at 1/2, 1/4 or 1/8 costs a fraction of the full one and acts as an area
   // filter, so the later rescale loses nothing as long as the shorter side stays >= min_short_side.
@@ -103,9 +110,10 @@ Status decode_jpeg(const uint8_t* data, size_t size, const std::string& name, in
   if (rc != 0) {
     const char* message = tjGetErrorStr2(tj);
     if (tjGetErrorCode(tj) != TJERR_WARNING)
-      return bad(name, str_cat("corrupt JPEG data (", message, ")"));
+      return discard_decompressor(bad(name, str_cat("corrupt JPEG data (", message, ")")));
     if (!harmless_jpeg_warning(message))
-      return bad(name, str_cat("truncated or damaged JPEG data (libjpeg-turbo warning: ", message, ")"));
+      return discard_decompressor(
+          bad(name, str_cat("truncated or damaged JPEG data (libjpeg-turbo warning: ", message, ")")));
   }
   if (cmyk) {
     out.rgb.resize(pixels * 3);

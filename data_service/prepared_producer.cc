@@ -43,14 +43,8 @@ class PreparedProducer : public SampleProducer {
   }
 
  private:
-  // A failed TurboJPEG header read can leave the thread's decompressor failing its next call ("JPEG size
-  // 0x0") with libjpeg-turbo 2.1, which would mark a good file after a bad one as bad; a failure is
-  // therefore retried once, and only a file that fails twice counts as bad (reporting the first message).
   static Status decode(const std::vector<uint8_t>& b, const std::string& file, int min_side, Image& out) {
-    Status st = decode_image_into(b.data(), b.size(), file, min_side, out);
-    if (st.ok()) return st;
-    Status again = decode_image_into(b.data(), b.size(), file, min_side, out);
-    return again.ok() ? again : st;
+    return decode_image_into(b.data(), b.size(), file, min_side, out);
   }
 
   const std::vector<DatasetEntry>& entries(bool val) const { return val ? index_.val : index_.train; }

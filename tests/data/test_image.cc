@@ -262,6 +262,9 @@ TEST_F(ImageFixtures, BadInputsAreStatusesNamingTheFile) {
     StatusOr<Image> mem = decode_image(c.bytes.data(), c.bytes.size(), "shard-7/record-12");
     ASSERT_FALSE(mem.ok()) << c.file;
     EXPECT_NE(mem.status().message().find("shard-7/record-12"), std::string::npos) << mem.status().message();
+    // A failure must not poison this thread's decoder: the next good file decodes.
+    StatusOr<Image> good = decode_image(jpeg.data(), jpeg.size(), "good-after-" + c.file, 256);
+    EXPECT_TRUE(good.ok()) << "after " << c.file << ": " << good.status().message();
   }
   const std::string missing = (dir_ / "no_such_file.JPEG").string();
   StatusOr<Image> im = decode_image_file(missing);
