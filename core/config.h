@@ -90,6 +90,7 @@ struct DataConfig {
   std::string root = "";
   std::string prepared = "";
   std::string val_ground_truth = "";
+  std::string val_synsets = "";
   MeanKind mean = MeanKind::kImage;
   double lighting_std = 0.1;
   int threads = 0;
@@ -101,7 +102,8 @@ struct DataConfig {
   template <class V> void visit(V& v) {
     v("root", root, "folder holding an ImageNet-layout dataset (train/<wnid>/*.JPEG, val/)");
     v("prepared", prepared, "output folder of `alexnet-tool prepare` (index, mean, PCA, shards); empty: <root>/.prepared");
-    v("val_ground_truth", val_ground_truth, "devkit ground-truth file for a flat val/ folder; empty: val/<wnid>/ folders");
+    v("val_ground_truth", val_ground_truth, "ground truth of a flat val/ folder, a line per file in name order: a wnid, or a devkit class id (needs val_synsets); empty: val/<wnid>/ folders");
+    v("val_synsets", val_synsets, "one wnid per line in the devkit's class-id order (line k = ILSVRC2012_ID k; made from meta.mat, docs/data.md); needed for a ground truth of ids");
     v("mean", mean, "mean subtraction: the per-pixel mean image, or one mean per channel");
     v("lighting_std", lighting_std, "sigma of the PCA lighting coefficients (paper §4.1: 0.1; 0 disables)");
     v("threads", threads, "decode/augment threads per data-service process (0: all cores of the node share)");

@@ -80,48 +80,142 @@ void scan_class_folders(const fs::path& split_dir, const std::string& split, con
   if (!std::is_sorted(out.begin(), out.end(), by_path)) std::sort(out.begin(), out.end(), by_path);
 }
 
-// The devkit's ILSVRC2012_validation_ground_truth.txt: line k holds the 1-based class id of the k-th
-// validation file in sorted-name order. We assume the ids count classes in sorted-wnid order, so
-// label = id - 1; the devkit's ids follow its meta.mat order, which must then be that order (docs/data.md).
-std::vector<int32_t> read_ground_truth(const std::string& path, size_t expect, size_t num_classes,
-                                       const std::string& val_dir) {
+// One entry per line, trimmed; empty lines may only end the file, so that entry k is line k (the
+// synsets file's line k names ILSVRC2012_ID k).
+struct Entry {
+  int64_t line;
+  std::string text;
+};
+
+std::vector<Entry> read_entries(const std::string& path, const char* what) {
   std::ifstream in(path);
-  ALEXNET_CHECK(in.good(), path, ": cannot open the validation ground-truth file");
-  std::vector<int32_t> labels;
+  ALEXNET_CHECK(in.good(), path, ": cannot open the ", what);
+  std::vector<Entry> out;
   std::string line;
-  int64_t line_no = 0;
+  int64_t line_no = 0, first_empty = 0;
   while (std::getline(in, line)) {
     ++line_no;
     while (!line.empty() && std::isspace(static_cast<unsigned char>(line.back()))) line.pop_back();
     size_t start = 0;
     while (start < line.size() && std::isspace(static_cast<unsigned char>(line[start]))) ++start;
-    if (start == line.size()) continue;  // a trailing empty line
-    const std::string tok = line.substr(start);
-    int64_t id = 0;
-    bool ok = !tok.empty() && tok.size() < 10;
-    for (char c : tok) ok = ok && std::isdigit(static_cast<unsigned char>(c));
-    if (ok) id = std::stoll(tok);
-    ALEXNET_CHECK(ok, path, ":", line_no, ": expected a class id (an integer), got '", tok, "'");
-    ALEXNET_CHECK(id >= 1 && id <= static_cast<int64_t>(num_classes), path, ":", line_no, ": class id ", id,
-                  " is out of range 1..", num_classes, " (ids are 1-based positions in the sorted wnids of train/)");
-    labels.push_back(static_cast<int32_t>(id - 1));
+    if (start == line.size()) {
+      if (first_empty == 0) first_empty = line_no;
+      continue;
+    }
+    ALEXNET_CHECK(first_empty == 0, path, ":", first_empty, ": empty line inside the ", what,
+                  " (one entry per line, line k for entry k; only the end may have empty lines)");
+    std::string tok = line.substr(start);
+    for (char c : tok)
+      ALEXNET_CHECK(!std::isspace(static_cast<unsigned char>(c)), path, ":", line_no, ": expected one entry, got '",
+                    tok, "'");
+    out.push_back({line_no, std::move(tok)});
   }
-  ALEXNET_CHECK(labels.size() == expect, path, ": ", labels.size(), " class ids, but the flat validation folder ",
-                val_dir, " holds ", expect, " image files (one id per file, in sorted file-name order)");
+  return out;
+}
+
+// An optionally signed decimal integer (signed so that "-1" reads as an id out of range, not as a wnid).
+bool parse_int(const std::string& tok, int64_t& value) {
+  const size_t digits = (tok[0] == '+' || tok[0] == '-') ? 1 : 0;
+  if (tok.size() == digits || tok.size() - digits > 18) return false;
+  for (size_t i = digits; i < tok.size(); ++i)
+    if (!std::isdigit(static_cast<unsigned char>(tok[i]))) return false;
+  value = std::stoll(tok);
+  return true;
+}
+
+// Label of `wnid` (its position in the sorted `wnids`), -1 when it is not a training class.
+int32_t label_of(const std::vector<std::string>& wnids, const std::string& wnid) {
+  auto it = std::lower_bound(wnids.begin(), wnids.end(), wnid);
+  return it != wnids.end() && *it == wnid ? static_cast<int32_t>(it - wnids.begin()) : -1;
+}
+
+// The synsets file: line k names the wnid of ILSVRC2012_ID k; every training class exactly once.
+// Returns label[id - 1].
+std::vector<int32_t> read_synsets(const std::string& path, const std::vector<std::string>& wnids,
+                                  const std::string& train_dir) {
+  const std::vector<Entry> entries = read_entries(path, "validation synsets file");
+  std::vector<int64_t> seen_on(wnids.size(), 0);
+  std::vector<int32_t> labels;
+  for (const Entry& e : entries) {
+    const int32_t label = label_of(wnids, e.text);
+    ALEXNET_CHECK(label >= 0, path, ":", e.line, ": wnid '", e.text, "' is not among the ", wnids.size(),
+                  " training classes of ", train_dir,
+                  " (the synsets file lists the training classes, line k naming ILSVRC2012_ID k)");
+    ALEXNET_CHECK(seen_on[label] == 0, path, ":", e.line, ": wnid '", e.text, "' is listed twice (also on line ",
+                  seen_on[label], ")");
+    seen_on[label] = e.line;
+    labels.push_back(label);
+  }
+  if (labels.size() != wnids.size()) {
+    size_t missing = 0;
+    while (seen_on[missing] != 0) ++missing;
+    ALEXNET_FAIL(path, ": ", labels.size(), " wnids, but ", train_dir, " has ", wnids.size(),
+                 " classes; the synsets file must list each of them once (line k naming ILSVRC2012_ID k); missing: ",
+                 wnids[missing]);
+  }
   return labels;
 }
 
-// A relative ground-truth path is taken from the working directory, else from the dataset root.
-std::string resolve_ground_truth(const std::string& gt, const fs::path& root) {
-  fs::path p(gt);
+// The ground truth of a flat val/: line k holds the class of the k-th validation file in sorted file-name
+// order, as a wnid or as an integer class id (the devkit's ILSVRC2012_validation_ground_truth.txt). The
+// devkit's ids follow its meta.mat synset order, not our sorted-wnid order, so ids go through the synsets
+// file (id -> wnid -> label); taking label = id - 1 would silently mislabel real validation data.
+std::vector<int32_t> read_ground_truth(const std::string& path, const std::string& synsets_path, size_t expect,
+                                       const std::vector<std::string>& wnids, const std::string& train_dir,
+                                       const std::string& val_dir) {
+  const std::vector<Entry> entries = read_entries(path, "validation ground-truth file");
+  int64_t unused = 0;
+  const bool ids = !entries.empty() && parse_int(entries[0].text, unused);
+  std::vector<int32_t> id_to_label;
+  if (ids) {
+    ALEXNET_CHECK(!synsets_path.empty(), path, " holds integer class ids ('", entries[0].text, "' on line ",
+                  entries[0].line, "), but no synsets file was given: set data.val_synsets (--val-synsets) to a file "
+                  "with one wnid per line, line k naming class id k. The devkit's ids (ILSVRC2012_ID) count the "
+                  "classes in its meta.mat order (id 1 = n02119789), not in the sorted-wnid order of our labels, so "
+                  "they cannot be mapped without it (docs/data.md shows how to write it from meta.mat); a "
+                  "ground-truth file of wnids needs no synsets file");
+    id_to_label = read_synsets(synsets_path, wnids, train_dir);
+  } else if (!synsets_path.empty()) {
+    log_info(path, ": holds wnids; the synsets file ", synsets_path, " is not needed and not read");
+  }
+  std::vector<int32_t> labels;
+  labels.reserve(entries.size());
+  for (const Entry& e : entries) {
+    int64_t id = 0;
+    const bool is_int = parse_int(e.text, id);
+    if (ids) {
+      ALEXNET_CHECK(is_int, path, ":", e.line, ": expected a class id (an integer, as on line ", entries[0].line,
+                    "), got '", e.text, "'");
+      ALEXNET_CHECK(id >= 1 && id <= static_cast<int64_t>(id_to_label.size()), path, ":", e.line, ": class id ", id,
+                    " is out of range 1..", id_to_label.size(), " (the lines of the synsets file ", synsets_path, ")");
+      labels.push_back(id_to_label[id - 1]);
+    } else {
+      ALEXNET_CHECK(!is_int, path, ":", e.line, ": expected a wnid (as on line ", entries[0].line,
+                    "), got the integer '", e.text, "'");
+      const int32_t label = label_of(wnids, e.text);
+      ALEXNET_CHECK(label >= 0, path, ":", e.line, ": wnid '", e.text, "' is not among the ", wnids.size(),
+                    " training classes of ", train_dir);
+      labels.push_back(label);
+    }
+  }
+  ALEXNET_CHECK(labels.size() == expect, path, ": ", labels.size(), ids ? " class ids" : " wnids",
+                ", but the flat validation folder ", val_dir, " holds ", expect,
+                " image files (one line per file, in sorted file-name order)");
+  return labels;
+}
+
+// A relative path is taken from the working directory, else from the dataset root.
+std::string resolve_path(const std::string& file, const fs::path& root, const char* what) {
+  fs::path p(file);
   if (p.is_absolute() || fs::exists(p)) return p.string();
   if (fs::exists(root / p)) return (root / p).string();
-  ALEXNET_FAIL(gt, ": validation ground-truth file not found (also looked for ", (root / p).string(), ")");
+  ALEXNET_FAIL(file, ": ", what, " not found (also looked for ", (root / p).string(), ")");
 }
 
 }  // namespace
 
-DatasetIndex scan_dataset(const std::string& root, const std::string& val_ground_truth) {
+DatasetIndex scan_dataset(const std::string& root, const std::string& val_ground_truth,
+                          const std::string& val_synsets) {
   const fs::path root_path(root);
   std::error_code ec;
   ALEXNET_CHECK(!root.empty(), "dataset root is empty (set data.root or --data)");
@@ -152,23 +246,25 @@ DatasetIndex scan_dataset(const std::string& root, const std::string& val_ground
   } else {
     const Listing val_top = list_folder(val_dir);
     if (!val_ground_truth.empty()) {
-      const std::string gt = resolve_ground_truth(val_ground_truth, root_path);
-      const std::vector<int32_t> gt_labels =
-          read_ground_truth(gt, val_top.files.size(), index.wnids.size(), val_dir.string());
+      const std::string gt = resolve_path(val_ground_truth, root_path, "validation ground-truth file");
+      const std::string synsets =
+          val_synsets.empty() ? "" : resolve_path(val_synsets, root_path, "validation synsets file");
+      const std::vector<int32_t> gt_labels = read_ground_truth(gt, synsets, val_top.files.size(), index.wnids,
+                                                               train_dir.string(), val_dir.string());
       for (size_t i = 0; i < val_top.files.size(); ++i)
         index.val.push_back({"val/" + val_top.files[i], gt_labels[i]});
       ignored += val_top.ignored;
     } else {
       ALEXNET_CHECK(val_top.files.empty(), val_dir.string(), ": holds ", val_top.files.size(),
                     " image files directly (a flat validation folder) but no ground-truth file was given "
-                    "(data.val_ground_truth: the devkit's ILSVRC2012_validation_ground_truth.txt)");
+                    "(data.val_ground_truth: the devkit's ILSVRC2012_validation_ground_truth.txt, with "
+                    "data.val_synsets; or a file of wnids, one per line)");
       std::vector<int32_t> val_labels;
       for (const std::string& w : val_top.dirs) {
-        auto it = std::lower_bound(index.wnids.begin(), index.wnids.end(), w);
-        ALEXNET_CHECK(it != index.wnids.end() && *it == w, (val_dir / w).string(),
-                      ": validation class folder '", w, "' is not among the ", index.wnids.size(),
-                      " training classes of ", train_dir.string());
-        val_labels.push_back(static_cast<int32_t>(it - index.wnids.begin()));
+        const int32_t label = label_of(index.wnids, w);
+        ALEXNET_CHECK(label >= 0, (val_dir / w).string(), ": validation class folder '", w, "' is not among the ",
+                      index.wnids.size(), " training classes of ", train_dir.string());
+        val_labels.push_back(label);
       }
       ignored += val_top.ignored;
       scan_class_folders(val_dir, "val", val_top.dirs, val_labels, index.val, ignored);

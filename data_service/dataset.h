@@ -1,5 +1,5 @@
-// An ImageNet-layout dataset on disk: train/<wnid>/*.JPEG, and val/<wnid>/*.JPEG or a flat val/ with
-// the devkit's ground-truth file. Class index = position of the wnid in the sorted list of train/ folders.
+// An ImageNet-layout dataset on disk: train/<wnid>/*.JPEG, and val/<wnid>/*.JPEG or a flat val/ with a
+// ground-truth file. Class index = position of the wnid in the sorted list of train/ folders.
 #pragma once
 
 #include <cstdint>
@@ -20,10 +20,17 @@ struct DatasetIndex {
   std::vector<DatasetEntry> val;       // sorted by path
 };
 
-// Scans `root`. val_ground_truth: the devkit file (one 1-based label per line, in the order of the sorted
-// file names of a flat val/), empty when val/ has <wnid>/ folders. Errors (thrown) name the path: missing
-// root or train/, an empty class folder, a val/ folder whose wnid is not a training class, a
-// ground-truth file whose line count does not match.
-DatasetIndex scan_dataset(const std::string& root, const std::string& val_ground_truth = "");
+// Scans `root`. val_ground_truth: empty when val/ has <wnid>/ folders; for a flat val/, a file with one
+// line per image file in sorted file-name order, holding either
+//   - a wnid (e.g. n01751748): mapped to its position in the sorted wnids; val_synsets is not needed, or
+//   - an integer class id, as the devkit's ILSVRC2012_validation_ground_truth.txt has: ILSVRC2012_IDs count
+//     the classes in the devkit's meta.mat order (id 1 = n02119789), not in sorted-wnid order, so such a
+//     file requires val_synsets, a file listing every training wnid once, line k naming id k (docs/data.md).
+// Relative paths are taken from the working directory, else from `root`. Errors (thrown) name the path,
+// and file:line within the two files: missing root or train/, an empty class folder, a val/ folder whose
+// wnid is not a training class, line counts that do not match, ids out of range, unknown or duplicate
+// wnids, and integer ids without val_synsets.
+DatasetIndex scan_dataset(const std::string& root, const std::string& val_ground_truth = "",
+                          const std::string& val_synsets = "");
 
 }  // namespace alexnet

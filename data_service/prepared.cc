@@ -433,7 +433,7 @@ std::string prepare_dataset(const PrepareOptions& o) {
   ALEXNET_CHECK(o.chunk_images >= 1 && o.chunk_images <= (int64_t{1} << 24), "prepare: chunk size must be in 1..",
                 int64_t{1} << 24, ", got ", o.chunk_images);
   ALEXNET_CHECK(o.stats_images >= 0, "prepare: --stats-images must be >= 0, got ", o.stats_images);
-  const DatasetIndex index = scan_dataset(o.data_root, o.val_ground_truth);
+  const DatasetIndex index = scan_dataset(o.data_root, o.val_ground_truth, o.val_synsets);
   const fs::path out(o.out);
   fs::create_directories(out / "parts");
   if (o.shards) fs::create_directories(out / "shards");

@@ -17,6 +17,7 @@ namespace alexnet {
 struct PrepareOptions {
   std::string data_root;
   std::string val_ground_truth;  // see scan_dataset
+  std::string val_synsets;       // see scan_dataset
   std::string out;               // the prepared folder
   bool shards = false;           // also write pre-resized shards
   int shard_quality = 95;        // JPEG quality of the shard images (4:4:4)

@@ -28,8 +28,9 @@ namespace {
 constexpr const char* kIncomplete = ".synth-incomplete";
 constexpr const char* kComplete = ".synth-complete";
 
-// Streams of kSynth draws: per-image parameters, per-pixel noise, the val class order, the special files.
-enum Stream : uint32_t { kParams = 0, kNoise = 1, kValOrder = 2, kSpecial = 3 };
+// Streams of kSynth draws: per-image parameters, per-pixel noise, the val class order, the special files,
+// the class-id order of a flat val's ground truth.
+enum Stream : uint32_t { kParams = 0, kNoise = 1, kValOrder = 2, kSpecial = 3, kSynsetOrder = 4 };
 
 // Sizes around ImageNet's (most images are 500 wide; a few are small or large), with weights.
 struct SizeChoice {
@@ -234,6 +235,8 @@ std::string options_text(const SynthOptions& o) {
   std::ostringstream s;
   s << "classes " << o.classes << "\ntrain_per_class " << o.train_per_class << "\nval_per_class "
     << o.val_per_class << "\nseed " << o.seed << "\nflat_val " << (o.flat_val ? 1 : 0) << "\n";
+  // Flat-val outputs from before the ground truth held seeded-order ids are replaced on the next run.
+  if (o.flat_val) s << "val_ground_truth ids+synsets\n";
   return s.str();
 }
 
@@ -271,7 +274,8 @@ bool prepare_folder(const fs::path& out, const std::string& want) {
   }
   // An earlier synth output (interrupted, or made with other options): replace it, together with a
   // default prepared folder computed from it.
-  for (const char* name : {"train", "val", ".prepared", kValGroundTruthName, kComplete}) fs::remove_all(out / name, ec);
+  for (const char* name : {"train", "val", ".prepared", kValGroundTruthName, kValSynsetsName, kComplete})
+    fs::remove_all(out / name, ec);
   return false;
 }
 
@@ -320,6 +324,20 @@ SynthSummary synthesize_dataset(const SynthOptions& o) {
   fs::create_directories(out / "val");
   if (!o.flat_val)
     for (int c = 0; c < o.classes && o.val_per_class > 0; ++c) fs::create_directories(out / "val" / wnids[c]);
+  // Class ids as the devkit has them: 1-based positions in a synset order that is not the sorted one (the
+  // devkit's follows meta.mat), so that reading them as sorted positions gives wrong labels.
+  std::vector<int> synset_order(o.classes), class_id(o.classes);
+  for (int c = 0; c < o.classes; ++c) synset_order[c] = c;
+  const CounterRng shuffle(make_key(o.seed, RngPurpose::kSynth, kSynsetOrder), 0);
+  for (int k = o.classes - 1; k > 0; --k)
+    std::swap(synset_order[k], synset_order[shuffle.bits(k) % static_cast<uint32_t>(k + 1)]);
+  if (o.classes >= 2 && std::is_sorted(synset_order.begin(), synset_order.end()))
+    std::swap(synset_order[0], synset_order[1]);
+  std::string synsets;
+  for (int k = 0; k < o.classes; ++k) {
+    class_id[synset_order[k]] = k + 1;
+    synsets += wnids[synset_order[k]] + "\n";
+  }
   std::string ground_truth;
   for (int64_t j = 0; j < n_val; ++j) {
     char name[40];
@@ -327,7 +345,7 @@ SynthSummary synthesize_dataset(const SynthOptions& o) {
     const int c = val_class[j];
     jobs.push_back({o.flat_val ? str_cat("val/", name) : str_cat("val/", wnids[c], "/", name), c,
                     (uint64_t{1} << 62) | static_cast<uint64_t>(j), Kind::kRgb});
-    ground_truth += str_cat(c + 1, "\n");
+    ground_truth += str_cat(class_id[c], "\n");
   }
 
   // ImageNet's oddities, in the training set as there: one CMYK JPEG, one PNG, and grayscale pictures
@@ -363,7 +381,10 @@ SynthSummary synthesize_dataset(const SynthOptions& o) {
     }
   }
   for (const std::string& e : errors) ALEXNET_CHECK(e.empty(), e);
-  if (o.flat_val) write_text(out / kValGroundTruthName, ground_truth);
+  if (o.flat_val) {
+    write_text(out / kValGroundTruthName, ground_truth);
+    write_text(out / kValSynsetsName, synsets);
+  }
 
   for (size_t i = 0; i < jobs.size(); ++i) {
     sum.bytes += sizes[i];

@@ -7,8 +7,11 @@
 
 namespace alexnet {
 
-// The devkit's name for the flat-val ground-truth file; synth --flat-val writes it at the dataset root.
+// synth --flat-val writes, at the dataset root, the ground truth under the devkit's name (one integer class
+// id per validation file) and the synsets file that maps those ids to wnids (line k = id k; a seeded order
+// that, like the devkit's, is not the sorted one).
 inline constexpr const char* kValGroundTruthName = "ILSVRC2012_validation_ground_truth.txt";
+inline constexpr const char* kValSynsetsName = "val_synsets.txt";
 
 struct SynthOptions {
   std::string out;
@@ -16,7 +19,7 @@ struct SynthOptions {
   int train_per_class = 20;
   int val_per_class = 5;
   uint64_t seed = 1;
-  bool flat_val = false;     // val/ILSVRC2012_val_*.JPEG plus the ground-truth file, else val/<wnid>/
+  bool flat_val = false;     // val/ILSVRC2012_val_*.JPEG, ground truth (ids) and synsets files; else val/<wnid>/
   int threads = 0;           // 0: OpenMP's default
 };
 

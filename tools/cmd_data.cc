@@ -26,7 +26,8 @@ int cmd_synth(int argc, char** argv) {
   args.option("--val-per-class", "validation images per class (default 5)");
   args.option("--seed", "seed of every random choice (default 1)");
   args.option("--threads", "threads (default: all cores)");
-  args.flag("--flat-val", "a flat val/ plus ILSVRC2012_validation_ground_truth.txt, as the devkit has it");
+  args.flag("--flat-val",
+            "a flat val/, ILSVRC2012_validation_ground_truth.txt (class ids) and val_synsets.txt, as in the devkit");
   if (!args.parse(argc, argv, 2)) return 0;
   SynthOptions o;
   o.out = args.get("--out");
@@ -37,16 +38,18 @@ int cmd_synth(int argc, char** argv) {
   o.threads = static_cast<int>(args.get_int_or("--threads", 0));
   o.flat_val = args.has("--flat-val");
   const SynthSummary s = synthesize_dataset(o);
-  if (s.up_to_date) {
+  if (s.up_to_date)
     std::cout << o.out << ": already holds this dataset (" << s.train << " train, " << s.val
               << " val images); nothing written\n";
-    return 0;
-  }
-  std::printf("wrote %s: %d classes, %lld train + %lld val images (%lld grayscale, %lld CMYK, %lld PNG), "
-              "%.1f MB in %.2f s (%.0f images/s)\n",
-              o.out.c_str(), o.classes, static_cast<long long>(s.train), static_cast<long long>(s.val),
-              static_cast<long long>(s.grayscale), static_cast<long long>(s.cmyk), static_cast<long long>(s.png),
-              static_cast<double>(s.bytes) / 1e6, s.seconds, static_cast<double>(s.train + s.val) / s.seconds);
+  else
+    std::printf("wrote %s: %d classes, %lld train + %lld val images (%lld grayscale, %lld CMYK, %lld PNG), "
+                "%.1f MB in %.2f s (%.0f images/s)\n",
+                o.out.c_str(), o.classes, static_cast<long long>(s.train), static_cast<long long>(s.val),
+                static_cast<long long>(s.grayscale), static_cast<long long>(s.cmyk), static_cast<long long>(s.png),
+                static_cast<double>(s.bytes) / 1e6, s.seconds, static_cast<double>(s.train + s.val) / s.seconds);
+  if (o.flat_val)
+    std::cout << "flat val/: set data.val_ground_truth=" << kValGroundTruthName
+              << " and data.val_synsets=" << kValSynsetsName << " (found in the dataset root)\n";
   return 0;
 }
 
@@ -57,7 +60,10 @@ int cmd_prepare(int argc, char** argv) {
   args.config_options();
   args.option("--data", "dataset root (default: data.root)");
   args.option("--out", "prepared folder (default: data.prepared, or <root>/.prepared when that is empty)");
-  args.option("--val-ground-truth", "devkit ground-truth file for a flat val/ (default: data.val_ground_truth)");
+  args.option("--val-ground-truth",
+              "ground truth of a flat val/: wnids, or devkit class ids (default: data.val_ground_truth)");
+  args.option("--val-synsets",
+              "wnids in the devkit's class-id order, for a ground truth of ids (default: data.val_synsets)");
   args.flag("--shards", "also write shards of pre-resized 256x256 JPEGs (quality 95, 4:4:4)");
   args.option("--threads", "threads (default: data.threads; 0 = all cores)");
   args.option("--stats-images", "training images the statistics use, evenly spaced (default 0 = all)");
@@ -72,6 +78,7 @@ int cmd_prepare(int argc, char** argv) {
   o.out = args.get_or("--out", cfg.data.prepared);
   if (o.out.empty()) o.out = o.data_root + "/.prepared";
   o.val_ground_truth = args.get_or("--val-ground-truth", cfg.data.val_ground_truth);
+  o.val_synsets = args.get_or("--val-synsets", cfg.data.val_synsets);
   o.shards = args.has("--shards");
   o.threads = static_cast<int>(args.get_int_or("--threads", cfg.data.threads));
   o.stats_images = args.get_int_or("--stats-images", 0);

@@ -1,8 +1,10 @@
-// scan_dataset (layout, flat val with the devkit's ground truth, every error naming its path) and
+// scan_dataset (layout, flat val with a ground truth of wnids or of devkit ids plus the synsets file, every
+// error naming its path and line) and
 // synthesize_dataset (ImageNet's layout and formats, determinism, interruption detection).
 #include <gtest/gtest.h>
 #include <turbojpeg.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -45,6 +47,13 @@ void touch(const fs::path& p, const std::string& content = "x") {
 std::vector<uint8_t> bytes_of(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);
   return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+std::vector<std::string> lines_of(const fs::path& p) {
+  std::vector<std::string> out;
+  std::ifstream in(p);
+  for (std::string line; std::getline(in, line);) out.push_back(line);
+  return out;
 }
 
 // The message of the alexnet::Error that `f` throws ("" when it throws none).
@@ -120,32 +129,109 @@ TEST(Scan, ErrorsNameThePath) {
   const std::string e3 = error_of([&] { scan_dataset((d / "flat").string()); });
   EXPECT_NE(e3.find((d / "flat/val").string()), std::string::npos) << e3;
   EXPECT_NE(e3.find("ground-truth"), std::string::npos) << e3;
+}
 
+// A flat val/ of two files over the classes n01, n02 (labels 0, 1).
+fs::path flat_two_classes(const std::string& name) {
+  const fs::path d = temp_dir(name);
+  touch(d / "train/n01/a.JPEG");
+  touch(d / "train/n02/a.JPEG");
+  touch(d / "val/ILSVRC2012_val_00000001.JPEG");
+  touch(d / "val/ILSVRC2012_val_00000002.JPEG");
+  return d;
+}
+
+std::vector<int32_t> val_labels(const DatasetIndex& idx) {
+  std::vector<int32_t> out;
+  for (const auto& e : idx.val) out.push_back(e.label);
+  return out;
+}
+
+TEST(Scan, GroundTruthOfWnidsNeedsNoSynsets) {
+  const fs::path d = flat_two_classes("gt_wnids");
   const fs::path gt = d / "gt.txt";
-  touch(gt, "1\n2\n1\n");  // three ids for two files
-  const std::string e4 = error_of([&] { scan_dataset((d / "flat").string(), gt.string()); });
-  EXPECT_NE(e4.find(gt.string()), std::string::npos) << e4;
-  EXPECT_NE(e4.find("3 class ids"), std::string::npos) << e4;
-  touch(gt, "1\n");
-  EXPECT_NE(error_of([&] { scan_dataset((d / "flat").string(), gt.string()); }).find("1 class ids"), std::string::npos);
-  touch(gt, "1\n3\n");  // only two classes
-  const std::string e5 = error_of([&] { scan_dataset((d / "flat").string(), gt.string()); });
-  EXPECT_NE(e5.find(gt.string() + ":2"), std::string::npos) << e5;
-  EXPECT_NE(e5.find("out of range"), std::string::npos) << e5;
-  touch(gt, "0\n1\n");
-  EXPECT_NE(error_of([&] { scan_dataset((d / "flat").string(), gt.string()); }).find(gt.string() + ":1"),
-            std::string::npos);
-  touch(gt, "1\nn01\n");
-  EXPECT_NE(error_of([&] { scan_dataset((d / "flat").string(), gt.string()); }).find(gt.string() + ":2"),
-            std::string::npos);
-  const std::string absent = (d / "absent.txt").string();
-  EXPECT_NE(error_of([&] { scan_dataset((d / "flat").string(), absent); }).find(absent), std::string::npos);
-  touch(gt, "2\n1\n");
-  const DatasetIndex ok = scan_dataset((d / "flat").string(), gt.string());
+  touch(gt, "n02\nn01\n\n");
+  const DatasetIndex ok = scan_dataset(d.string(), gt.string());
   ASSERT_EQ(ok.val.size(), 2u);
   EXPECT_EQ(ok.val[0].path, "val/ILSVRC2012_val_00000001.JPEG");
-  EXPECT_EQ(ok.val[0].label, 1);
-  EXPECT_EQ(ok.val[1].label, 0);
+  EXPECT_EQ(val_labels(ok), (std::vector<int32_t>{1, 0}));
+
+  touch(gt, "n02\nn09\n");
+  const std::string e1 = error_of([&] { scan_dataset(d.string(), gt.string()); });
+  EXPECT_NE(e1.find(gt.string() + ":2"), std::string::npos) << e1;
+  EXPECT_NE(e1.find("not among"), std::string::npos) << e1;
+  touch(gt, "n02\n2\n");  // one form per file
+  EXPECT_NE(error_of([&] { scan_dataset(d.string(), gt.string()); }).find(gt.string() + ":2"), std::string::npos);
+  touch(gt, "n02\n\nn01\n");  // entry k must be line k
+  EXPECT_NE(error_of([&] { scan_dataset(d.string(), gt.string()); }).find(gt.string() + ":2"), std::string::npos);
+  touch(gt, "n02\nn01 n02\n");
+  EXPECT_NE(error_of([&] { scan_dataset(d.string(), gt.string()); }).find(gt.string() + ":2"), std::string::npos);
+  touch(gt, "n02\nn01\nn01\n");
+  const std::string e2 = error_of([&] { scan_dataset(d.string(), gt.string()); });
+  EXPECT_NE(e2.find(gt.string()), std::string::npos) << e2;
+  EXPECT_NE(e2.find("3 wnids"), std::string::npos) << e2;
+}
+
+TEST(Scan, GroundTruthOfIdsGoesThroughTheSynsets) {
+  const fs::path d = flat_two_classes("gt_ids");
+  const fs::path gt = d / "gt.txt", syn = d / "synsets.txt";
+  touch(gt, "2\n1\n");
+  // Ids alone cannot be mapped: the devkit's order is not the sorted one.
+  const std::string e0 = error_of([&] { scan_dataset(d.string(), gt.string()); });
+  EXPECT_NE(e0.find(gt.string()), std::string::npos) << e0;
+  EXPECT_NE(e0.find("data.val_synsets"), std::string::npos) << e0;
+
+  // id 1 = n02, id 2 = n01: the labels are not id - 1.
+  touch(syn, "n02\nn01\n");
+  EXPECT_EQ(val_labels(scan_dataset(d.string(), gt.string(), syn.string())), (std::vector<int32_t>{0, 1}));
+  touch(syn, "n01\nn02\n");
+  EXPECT_EQ(val_labels(scan_dataset(d.string(), gt.string(), syn.string())), (std::vector<int32_t>{1, 0}));
+  // A ground truth of wnids ignores the synsets file.
+  touch(gt, "n01\nn01\n");
+  EXPECT_EQ(val_labels(scan_dataset(d.string(), gt.string(), syn.string())), (std::vector<int32_t>{0, 0}));
+  // Relative paths are also looked up under the dataset root.
+  touch(gt, "1\n1\n");
+  EXPECT_EQ(val_labels(scan_dataset(d.string(), "gt.txt", "synsets.txt")), (std::vector<int32_t>{0, 0}));
+  const std::string absent = (d / "absent.txt").string();
+  EXPECT_NE(error_of([&] { scan_dataset(d.string(), gt.string(), absent); }).find(absent), std::string::npos);
+}
+
+TEST(Scan, GroundTruthOfIdsErrorsNameFileAndLine) {
+  const fs::path d = flat_two_classes("gt_id_errors");
+  const fs::path gt = d / "gt.txt", syn = d / "synsets.txt";
+  auto scan_error = [&](const std::string& gt_text, const std::string& syn_text) {
+    touch(gt, gt_text);
+    touch(syn, syn_text);
+    return error_of([&] { scan_dataset(d.string(), gt.string(), syn.string()); });
+  };
+  auto expect_in = [](const std::string& e, const std::string& what) {
+    EXPECT_NE(e.find(what), std::string::npos) << "'" << what << "' not in: " << e;
+  };
+  const std::string good_syn = "n02\nn01\n";
+  // The ground truth.
+  std::string e = scan_error("1\n2\n1\n", good_syn);  // three ids for two files
+  expect_in(e, gt.string());
+  expect_in(e, "3 class ids");
+  expect_in(scan_error("1\n", good_syn), "1 class ids");
+  e = scan_error("1\n3\n", good_syn);  // only two classes
+  expect_in(e, gt.string() + ":2");
+  expect_in(e, "out of range");
+  expect_in(scan_error("0\n1\n", good_syn), gt.string() + ":1");
+  expect_in(scan_error("-1\n1\n", good_syn), gt.string() + ":1");
+  expect_in(scan_error("1\nn01\n", good_syn), gt.string() + ":2");
+  // The synsets file.
+  e = scan_error("1\n2\n", "n02\nn02\n");
+  expect_in(e, syn.string() + ":2");
+  expect_in(e, "twice");
+  e = scan_error("1\n2\n", "n02\nn07\n");
+  expect_in(e, syn.string() + ":2");
+  expect_in(e, "not among");
+  expect_in(scan_error("1\n2\n", "n02\nn01\nn03\n"), syn.string() + ":3");
+  e = scan_error("1\n1\n", "n02\n");
+  expect_in(e, syn.string());
+  expect_in(e, "1 wnids");
+  expect_in(e, "missing: n01");
+  expect_in(scan_error("1\n2\n", "n02\n\nn01\n"), syn.string() + ":2");
 }
 
 TEST(Synth, LayoutAndFormats) {
@@ -280,23 +366,48 @@ TEST(Synth, FlatValWithGroundTruthMatchesFolders) {
   SynthOptions of = small(flat);
   of.flat_val = true;
   synthesize_dataset(of);
-  const fs::path gt = flat / kValGroundTruthName;
+  const fs::path gt = flat / kValGroundTruthName, syn = flat / kValSynsetsName;
   ASSERT_TRUE(fs::exists(gt));
+  ASSERT_TRUE(fs::exists(syn));
+  EXPECT_FALSE(fs::exists(folders / kValSynsetsName));
   EXPECT_NE(error_of([&] { scan_dataset(flat.string()); }).find("ground-truth"), std::string::npos);
-  const DatasetIndex a = scan_dataset(folders.string()), b = scan_dataset(flat.string(), gt.string());
+  // Like the devkit's: integer ids, which need the synsets file.
+  const std::string e = error_of([&] { scan_dataset(flat.string(), gt.string()); });
+  EXPECT_NE(e.find(gt.string()), std::string::npos) << e;
+  EXPECT_NE(e.find("data.val_synsets"), std::string::npos) << e;
+
+  const DatasetIndex a = scan_dataset(folders.string()), b = scan_dataset(flat.string(), gt.string(), syn.string());
+  // The synsets file lists every class once, not in sorted order, so the ids are not sorted positions.
+  const std::vector<std::string> listed = lines_of(syn);
+  ASSERT_EQ(listed.size(), a.wnids.size());
+  EXPECT_FALSE(std::is_sorted(listed.begin(), listed.end()));
+  EXPECT_EQ(std::set<std::string>(listed.begin(), listed.end()), std::set<std::string>(a.wnids.begin(), a.wnids.end()));
+  std::vector<int> ids;
+  for (const std::string& line : lines_of(gt)) ids.push_back(std::stoi(line));
+  ASSERT_EQ(ids.size(), b.val.size());
+  int id_minus_one_differs = 0;
+  for (size_t i = 0; i < ids.size(); ++i) id_minus_one_differs += ids[i] - 1 != b.val[i].label;
+  EXPECT_GT(id_minus_one_differs, 0);
+
   // Same seed: the same picture and class for each validation number in both layouts.
   std::map<std::string, std::pair<int, std::vector<uint8_t>>> by_name;
-  for (const auto& e : a.val) by_name[fs::path(e.path).filename().string()] = {e.label, bytes_of(folders / e.path)};
+  for (const auto& v : a.val) by_name[fs::path(v.path).filename().string()] = {v.label, bytes_of(folders / v.path)};
   ASSERT_EQ(b.val.size(), a.val.size());
-  for (const auto& e : b.val) {
-    EXPECT_EQ(fs::path(e.path).parent_path().string(), "val");
-    const auto it = by_name.find(fs::path(e.path).filename().string());
-    ASSERT_NE(it, by_name.end()) << e.path;
-    EXPECT_EQ(e.label, it->second.first) << e.path;
-    EXPECT_EQ(bytes_of(flat / e.path), it->second.second) << e.path;
+  std::string wnid_lines;
+  for (const auto& v : b.val) {
+    EXPECT_EQ(fs::path(v.path).parent_path().string(), "val");
+    const auto it = by_name.find(fs::path(v.path).filename().string());
+    ASSERT_NE(it, by_name.end()) << v.path;
+    EXPECT_EQ(v.label, it->second.first) << v.path;
+    EXPECT_EQ(bytes_of(flat / v.path), it->second.second) << v.path;
+    wnid_lines += a.wnids[it->second.first] + "\n";
   }
-  // A relative ground-truth path is also looked up under the dataset root.
-  EXPECT_EQ(scan_dataset(flat.string(), kValGroundTruthName).val.size(), a.val.size());
+  // Relative paths are also looked up under the dataset root.
+  EXPECT_EQ(val_labels(scan_dataset(flat.string(), kValGroundTruthName, kValSynsetsName)), val_labels(b));
+  // The same ground truth written as wnids needs no synsets file.
+  const fs::path gt_wnids = base_dir() / "val_flat_wnids.txt";
+  touch(gt_wnids, wnid_lines);
+  EXPECT_EQ(val_labels(scan_dataset(flat.string(), gt_wnids.string())), val_labels(b));
 }
 
 TEST(Synth, InterruptedRunIsDetectedAndRepaired) {
