@@ -119,10 +119,12 @@ SampleAugment draw_train_augment(uint64_t seed, int64_t epoch, int64_t sample, i
   a.crop_y = uniform_int(cb.v[1], positions);
   a.flip = (CounterRng(make_key(seed, RngPurpose::kFlip), id).bits(0) >> 31) != 0;
   if (lighting_std > 0) {
-    // §4.1: add P [a1 l1, a2 l2, a3 l3]^T to every pixel, a_i ~ N(0, 0.1^2) drawn once per image and use.
+    // §4.1: add P [a1 l1, a2 l2, a3 l3]^T to every pixel, a_i ~ N(0, 0.1^2) drawn once per image and use,
+    // with l_i the eigenvalues on the [0, 1] pixel scale and the offset brought back to 0..255 (augment.h):
+    // 255 * l01 = l255 / 255.
     const CounterRng light_rng(make_key(seed, RngPurpose::kLighting), id);
     double scaled[3];
-    for (int j = 0; j < 3; ++j) scaled[j] = lighting_std * light_rng.normal(j) * stats.eigenvalues[j];
+    for (int j = 0; j < 3; ++j) scaled[j] = lighting_std * light_rng.normal(j) * (stats.eigenvalues[j] / 255.0);
     for (int c = 0; c < 3; ++c) {
       double v = 0;
       for (int j = 0; j < 3; ++j) v += stats.eigenvectors[c * 3 + j] * scaled[j];

@@ -4,8 +4,12 @@
 // The normalised input of a training sample is
 //   x[c, y, x] = src[c, oy + y, ox + x'] - mean[c, oy + y, ox + x'] + lighting[c],   x' = flip ? S-1-x : x
 // with src the 256x256 rescaled image, (ox, oy) the crop offset, S the crop side (227), mean the
-// per-pixel mean image at 256x256 (or per-channel means broadcast), and lighting = P (alpha * lambda),
-// alpha ~ N(0, sigma^2) per image per use, (P, lambda) the eigenvectors/eigenvalues of the RGB covariance.
+// per-pixel mean image at 256x256 (or per-channel means broadcast), and lighting = 255 P (alpha * lambda01),
+// alpha ~ N(0, sigma^2) per image per use, (P, lambda01) the eigenvectors/eigenvalues of the covariance of
+// RGB values scaled to [0, 1]. The paper (§4.1) does not say on which scale its eigenvalues were taken;
+// the [0, 1] scale is the convention of the published ImageNet values (eigenvalues 0.2175, 0.0188, 0.0045,
+// as used e.g. by fb.resnet.torch), and gives offsets of a few intensity levels. Taken on the 0..255
+// scale the same formula would add hundreds of levels and saturate every image.
 // Pixel values stay on the 0..255 scale, as in the paper.
 #pragma once
 
@@ -21,7 +25,7 @@ struct ImageStats {
   std::vector<float> mean_image;     // [3, side, side] planar RGB, 0..255 scale
   std::array<double, 3> channel_mean{};    // per-channel means (the mean image averaged over pixels)
   std::array<double, 9> covariance{};      // RGB covariance of pixels, row-major 3x3, 0..255 scale
-  std::array<double, 3> eigenvalues{};     // descending
+  std::array<double, 3> eigenvalues{};     // of `covariance` (0..255 scale, so 255^2 times lambda01), descending
   std::array<double, 9> eigenvectors{};    // column j (elements [0*3+j], [1*3+j], [2*3+j]) pairs eigenvalue j
 };
 

@@ -1,6 +1,9 @@
-// JPEG encoding with TurboJPEG (tjCompress2): the synthesized dataset and the pre-resized shard images.
+// JPEG encoding with TurboJPEG (tjCompress2) and PNG encoding with libpng: the synthesized dataset, the
+// pre-resized shard images and contact sheets.
+#include <png.h>
 #include <turbojpeg.h>
 
+#include <csetjmp>
 #include <cstdlib>
 #include <memory>
 
@@ -40,6 +43,40 @@ std::vector<uint8_t> compress(const uint8_t* pixels, int width, int height, int 
   return out;
 }
 
+// libpng reports errors by longjmp; `out` and `rows` belong to the caller so no destructor is skipped.
+struct PngWriteState {
+  std::jmp_buf jump;
+  std::vector<uint8_t>* out;
+};
+
+void png_write_memory(png_structp png, png_bytep data, png_size_t n) {
+  auto* s = static_cast<PngWriteState*>(png_get_io_ptr(png));
+  s->out->insert(s->out->end(), data, data + n);
+}
+void png_flush_nothing(png_structp) {}
+void png_write_error(png_structp png, png_const_charp) {
+  std::longjmp(static_cast<PngWriteState*>(png_get_error_ptr(png))->jump, 1);
+}
+
+bool encode_png_into(const Image& im, std::vector<png_bytep>& rows, PngWriteState& state) {
+  png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &state, png_write_error, nullptr);
+  if (png == nullptr) return false;
+  png_infop info = png_create_info_struct(png);
+  if (info == nullptr || setjmp(state.jump)) {
+    png_destroy_write_struct(&png, &info);
+    return false;
+  }
+  png_set_write_fn(png, &state, png_write_memory, png_flush_nothing);
+  png_set_IHDR(png, info, im.width, im.height, 8, PNG_COLOR_TYPE_RGB, PNG_INTERLACE_NONE,
+               PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+  png_set_compression_level(png, 3);  // fast: the file's size does not matter
+  png_write_info(png, info);
+  png_write_image(png, rows.data());
+  png_write_end(png, nullptr);
+  png_destroy_write_struct(&png, &info);
+  return true;
+}
+
 }  // namespace
 
 std::vector<uint8_t> encode_jpeg(const Image& image, int quality, bool subsample_420) {
@@ -56,6 +93,18 @@ std::vector<uint8_t> encode_jpeg_gray(const uint8_t* gray, int width, int height
 
 std::vector<uint8_t> encode_jpeg_cmyk(const uint8_t* cmyk, int width, int height, int quality) {
   return compress(cmyk, width, height, TJPF_CMYK, TJSAMP_444, quality);
+}
+
+std::vector<uint8_t> encode_png(const Image& im) {
+  std::vector<uint8_t> out;
+  std::vector<png_bytep> rows(im.height);
+  for (int y = 0; y < im.height; ++y)
+    rows[y] = const_cast<png_bytep>(im.rgb.data() + static_cast<size_t>(y) * im.width * 3);
+  PngWriteState state{};
+  state.out = &out;
+  ALEXNET_CHECK(encode_png_into(im, rows, state), "libpng failed to encode a ", im.width, "x", im.height,
+                " image");
+  return out;
 }
 
 }  // namespace alexnet

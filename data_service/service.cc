@@ -39,6 +39,45 @@ ServiceOptions ServiceOptions::from_config(const Config& c) {
   return o;
 }
 
+SampleMaker::SampleMaker(const SampleProducer& producer, const ServiceOptions& options)
+    : producer_(producer), opt_(options) {}
+
+int64_t SampleMaker::load_or_replace(bool val, int64_t i, Image& image) {
+  const int64_t n = val ? producer_.num_val() : producer_.num_train();
+  int64_t used = i;
+  for (int64_t attempt = 0; attempt < n; ++attempt, used = (used + 1) % n) {
+    {
+      std::lock_guard<std::mutex> lock(bad_mu_);
+      if (bad_.count({val, used})) continue;
+    }
+    const Status st = producer_.load(val, used, opt_.src_side, image);
+    if (st.ok()) {
+      ALEXNET_ASSERT(image.width == opt_.src_side && image.height == opt_.src_side, "producer returned ",
+                     image.width, "x", image.height, " for ", producer_.name(val, used));
+      if (used != i) replaced_.fetch_add(1);
+      return used;
+    }
+    // Statuses from decoding already start with the file name.
+    const std::string file = producer_.name(val, used);
+    const std::string what = st.message().rfind(file, 0) == 0 ? st.message() : file + ": " + st.message();
+    ALEXNET_CHECK(!opt_.strict, "bad image file ", what, " (data.strict is on; set it to false to skip bad files)");
+    std::lock_guard<std::mutex> lock(bad_mu_);
+    if (bad_.insert({val, used}).second)
+      log_warn("skipping bad image file ", what, "; its samples are replaced by the next valid image");
+  }
+  ALEXNET_FAIL("no image of the ", val ? "validation" : "training", " set could be decoded");
+}
+
+SampleAugment SampleMaker::augment(bool val, int64_t epoch, int64_t used, int view, int views) const {
+  if (val) return eval_augment(static_cast<EvalView>(views == 1 ? 0 : view), opt_.src_side, opt_.crop);
+  return draw_train_augment(opt_.seed, epoch, used, opt_.src_side, opt_.crop, opt_.lighting_std, producer_.stats());
+}
+
+int64_t SampleMaker::bad_files() const {
+  std::lock_guard<std::mutex> lock(bad_mu_);
+  return static_cast<int64_t>(bad_.size());
+}
+
 std::string ServiceStats::summary() const {
   const double s = std::max(seconds, 1e-9);
   return str_cat(train_batches, " training and ", eval_batches, " evaluation batches, ", images, " images (",
@@ -91,6 +130,7 @@ struct DataService::Impl {
   const JobLayout& layout;
   const SampleProducer& producer;
   ServiceOptions opt;
+  SampleMaker maker;
   TrainSampler train_sampler;
   EvalSampler eval_sampler;
   int per_worker_batch = 0;
@@ -108,13 +148,11 @@ struct DataService::Impl {
   bool stopping = false;
   std::exception_ptr failure;
   std::vector<std::thread> threads;
-  std::mutex bad_mu;
-  std::set<std::pair<bool, int64_t>> bad;  // (val, index) of files known to be bad
-  std::atomic<int64_t> images{0}, replaced{0};
+  std::atomic<int64_t> images{0};
   ServiceStats stats;
 
   Impl(const JobLayout& l, const SampleProducer& p, const ServiceOptions& o)
-      : layout(l), producer(p), opt(o),
+      : layout(l), producer(p), opt(o), maker(p, o),
         train_sampler(p.num_train(), o.global_batch, l.num_workers(), o.seed),
         eval_sampler(std::max<int64_t>(p.num_val(), 1),
                      o.eval_batch > 0 ? o.eval_batch : std::max<int64_t>(o.global_batch / l.num_workers(), 1),
@@ -181,45 +219,15 @@ struct DataService::Impl {
     }
   }
 
-  // Loads sample i, or the next valid one when its file is bad (deterministic, so batch shapes stay fixed
-  // and every service makes the same replacement). Returns the index actually loaded.
-  int64_t load_or_replace(bool val, int64_t i, Image& image) {
-    const int64_t n = val ? producer.num_val() : producer.num_train();
-    int64_t used = i;
-    for (int64_t attempt = 0; attempt < n; ++attempt, used = (used + 1) % n) {
-      {
-        std::lock_guard<std::mutex> lock(bad_mu);
-        if (bad.count({val, used})) continue;
-      }
-      const Status st = producer.load(val, used, opt.src_side, image);
-      if (st.ok()) {
-        ALEXNET_ASSERT(image.width == opt.src_side && image.height == opt.src_side, "producer returned ",
-                       image.width, "x", image.height, " for ", producer.name(val, used));
-        if (used != i) replaced.fetch_add(1);
-        return used;
-      }
-      // Statuses from decoding already start with the file name.
-      const std::string file = producer.name(val, used);
-      const std::string what = st.message().rfind(file, 0) == 0 ? st.message() : file + ": " + st.message();
-      ALEXNET_CHECK(!opt.strict, "bad image file ", what, " (data.strict is on; set it to false to skip bad files)");
-      std::lock_guard<std::mutex> lock(bad_mu);
-      if (bad.insert({val, used}).second)
-        log_warn("skipping bad image file ", what, "; its samples are replaced by the next valid image");
-    }
-    ALEXNET_FAIL("no image of the ", val ? "validation" : "training", " set could be decoded");
-  }
-
   void fill_image(Job& job, int j, Image& image) {
     const bool val = job.kind == RequestKind::kEval;
-    const int64_t used = load_or_replace(val, job.samples[j], image);
+    const int64_t used = maker.load_or_replace(val, job.samples[j], image);
     images.fetch_add(1);
     const int count = static_cast<int>(job.samples.size()) * job.views;
     wire::SampleRecord* records = wire::batch_records(job.msg.data());
     for (int v = 0; v < job.views; ++v) {
       const int k = j * job.views + v;
-      const SampleAugment aug =
-          val ? eval_augment(static_cast<EvalView>(job.views == 1 ? 0 : v), opt.src_side, opt.crop)
-              : draw_train_augment(opt.seed, job.a, used, opt.src_side, opt.crop, opt.lighting_std, producer.stats());
+      const SampleAugment aug = maker.augment(val, job.a, used, v, job.views);
       wire::SampleRecord& r = records[k];
       r = wire::SampleRecord{};
       r.sample = used;
@@ -478,11 +486,8 @@ struct DataService::Impl {
       }
     }
     stats.images = images.load();
-    stats.replaced = replaced.load();
-    {
-      std::lock_guard<std::mutex> lock(bad_mu);
-      stats.bad_files = static_cast<int64_t>(bad.size());
-    }
+    stats.replaced = maker.replaced();
+    stats.bad_files = maker.bad_files();
     stats.seconds = std::chrono::duration<double>(Clock::now() - start).count();
     stats.threads = num_threads;
     return stats;

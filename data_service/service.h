@@ -3,9 +3,13 @@
 // number of batches per worker (docs/data-service.md).
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
+#include <mutex>
+#include <set>
 #include <string>
+#include <utility>
 
 #include "core/config.h"
 #include "core/status.h"
@@ -48,6 +52,29 @@ struct ServiceOptions {
   bool ten_crop = false;
   double timeout_s = 900;     // a served worker silent this long (with nothing owed to it) is an error
   static ServiceOptions from_config(const Config& config);
+};
+
+// What the service does to one sample, shared with `alexnet-tool augment-dump` so that the dump is
+// exactly what would be sent: load (or deterministically replace a bad file), then the sample's crop.
+// Thread-safe.
+class SampleMaker {
+ public:
+  SampleMaker(const SampleProducer& producer, const ServiceOptions& options);
+  // Loads sample i into `image` (src_side x src_side), or the next valid one when its file is bad, so
+  // batch shapes stay fixed and every service makes the same replacement. Returns the index loaded.
+  // In strict mode a bad file is an error naming it.
+  int64_t load_or_replace(bool val, int64_t i, Image& image);
+  // The augmentation of training sample `used` in `epoch`, or evaluation view `view` of `views` (1 or 10).
+  SampleAugment augment(bool val, int64_t epoch, int64_t used, int view, int views) const;
+  int64_t bad_files() const;
+  int64_t replaced() const { return replaced_.load(); }
+
+ private:
+  const SampleProducer& producer_;
+  ServiceOptions opt_;
+  mutable std::mutex bad_mu_;
+  std::set<std::pair<bool, int64_t>> bad_;  // (val, index) of files known to be bad
+  std::atomic<int64_t> replaced_{0};
 };
 
 struct ServiceStats {

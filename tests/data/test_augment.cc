@@ -102,7 +102,7 @@ TEST(Augment, LightingCovarianceIsPcaScaled) {
     for (int c = 0; c < 3; ++c)
       for (int j = 0; j < 3; ++j)
         expect[r * 3 + c] += s.eigenvectors[r * 3 + j] * s.eigenvectors[c * 3 + j] * sigma * sigma *
-                             s.eigenvalues[j] * s.eigenvalues[j];
+                             (s.eigenvalues[j] / 255) * (s.eigenvalues[j] / 255);  // lambda01 * 255
   double err = 0, norm = 0;
   for (int k = 0; k < 9; ++k) {
     err += (cov[k] - expect[k]) * (cov[k] - expect[k]);
@@ -110,7 +110,7 @@ TEST(Augment, LightingCovarianceIsPcaScaled) {
   }
   // A sample covariance of n Gaussian draws has relative error ~ sqrt(2/n) = 0.0063; allow 5x.
   EXPECT_LT(std::sqrt(err / norm), 5 * std::sqrt(2.0 / n)) << "relative Frobenius error";
-  const double sd0 = sigma * s.eigenvalues[0];
+  const double sd0 = sigma * s.eigenvalues[0] / 255;
   for (int c = 0; c < 3; ++c) EXPECT_NEAR(mean[c], 0.0, 5 * sd0 / std::sqrt(double(n)));
   // No lighting when the std is zero (the ablation without PCA noise).
   const SampleAugment a = draw_train_augment(kSeed, 1, 5, kSide, kCrop, 0.0, s);
