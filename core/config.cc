@@ -440,6 +440,8 @@ void validate_config(const Config& c, const ConfigSources& sources) {
   if (c.parallel.devices_per_rank < 1 || c.parallel.devices_per_rank > 2)
     fail("parallel.devices_per_rank", str_cat("must be 1 or 2, got ", c.parallel.devices_per_rank));
   if (c.parallel.threads < 0) fail("parallel.threads", "must be >= 0");
+  if (!(c.parallel.bucket_mb >= 0 && c.parallel.bucket_mb <= 4096))
+    fail("parallel.bucket_mb", str_cat("must be in [0, 4096], got ", c.parallel.bucket_mb));
 
   static const std::set<std::string> kLevels = {"debug", "info", "warning", "error"};
   if (kLevels.count(c.log.level) == 0)

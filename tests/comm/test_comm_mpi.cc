@@ -1,0 +1,268 @@
+// Communicator and GradBuckets under mpirun (2 and 4 ranks): exact and float64-referenced reductions,
+// asynchronous and out-of-order completion, overlap on/off agreement, and layout-mismatch detection.
+// `test_comm_mpi --kill-rank R` instead loops allreduces until rank R kills itself (comm_kill_rank.sh).
+#include <gtest/gtest.h>
+#include <mpi.h>
+
+#include <algorithm>
+#include <cfloat>
+#include <cmath>
+#include <cstdio>
+#include <csignal>
+#include <cstdint>
+#include <cstring>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "comm/communicator.h"
+#include "comm/grad_buckets.h"
+#include "core/error.h"
+
+namespace alexnet {
+namespace {
+
+// A value every rank can compute for every other rank: uniform in [-1, 1), keyed by (seed, rank, i).
+float keyed_value(uint64_t seed, int rank, size_t i) {
+  uint64_t x = seed * 0x9E3779B97F4A7C15ull ^ (static_cast<uint64_t>(rank) << 40) ^ i;
+  x ^= x >> 33;
+  x *= 0xff51afd7ed558ccdull;
+  x ^= x >> 33;
+  x *= 0xc4ceb9fe1a85ec53ull;
+  x ^= x >> 33;
+  return static_cast<float>(static_cast<double>(x >> 40) / static_cast<double>(1ull << 23) - 1.0);
+}
+
+// Integers and halves: every partial sum over up to 4 ranks is exact in float32.
+float exact_value(int rank, size_t i) { return static_cast<float>((rank + 1) * static_cast<int>(i % 97)) * 0.5f - 20.0f; }
+
+class CommMpi : public ::testing::Test {
+ protected:
+  CommMpi() : comm(MPI_COMM_WORLD) {}
+  MpiCommunicator comm;
+  int rank() const { return comm.rank(); }
+  int size() const { return comm.size(); }
+
+  void fill_exact(std::vector<float>& v) {
+    for (size_t i = 0; i < v.size(); ++i) v[i] = exact_value(rank(), i);
+  }
+  float exact_sum(size_t i) const {
+    float s = 0;
+    for (int r = 0; r < size(); ++r) s += exact_value(r, i);
+    return s;
+  }
+  // Checks `got` (the average over ranks of keyed_value(seed, r, offset + i)) against float64.
+  void expect_keyed_average(const float* got, size_t n, uint64_t seed, size_t offset = 0) {
+    size_t bad = 0;
+    for (size_t i = 0; i < n; ++i) {
+      double sum = 0, mag = 0;
+      for (int r = 0; r < size(); ++r) {
+        const double v = keyed_value(seed, r, offset + i);
+        sum += v;
+        mag += std::fabs(v);
+      }
+      const double ref = sum / size(), tol = 4 * FLT_EPSILON * mag / size() + 1e-30;
+      if (std::fabs(got[i] - ref) > tol && bad++ < 5)
+        ADD_FAILURE() << "element " << offset + i << ": got " << got[i] << ", float64 reference " << ref;
+    }
+    EXPECT_EQ(bad, 0u) << "on " << comm.describe();
+  }
+};
+
+TEST_F(CommMpi, ExactSumAndAverage) {
+  ASSERT_GE(size(), 2);
+  for (size_t n : {size_t{1}, size_t{1000}, size_t{1000003}}) {
+    std::vector<float> v(n);
+    fill_exact(v);
+    comm.allreduce(v.data(), n, ReduceOp::kSum);
+    for (size_t i = 0; i < n; ++i) ASSERT_EQ(v[i], exact_sum(i)) << "sum, element " << i;
+    fill_exact(v);
+    comm.allreduce(v.data(), n, ReduceOp::kAverage);
+    // size 2 or 4: dividing by a power of two is exact.
+    for (size_t i = 0; i < n; ++i) ASSERT_EQ(v[i], exact_sum(i) / size()) << "average, element " << i;
+  }
+}
+
+TEST_F(CommMpi, RandomAverageMatchesFloat64) {
+  std::vector<float> v(300001);
+  for (size_t i = 0; i < v.size(); ++i) v[i] = keyed_value(11, rank(), i);
+  comm.allreduce(v.data(), v.size(), ReduceOp::kAverage);
+  expect_keyed_average(v.data(), v.size(), 11);
+}
+
+TEST_F(CommMpi, AsyncManyInFlight) {
+  std::vector<std::vector<float>> bufs(6);
+  std::vector<std::unique_ptr<CommRequest>> reqs;
+  for (size_t b = 0; b < bufs.size(); ++b) {
+    bufs[b].resize(1000 * (b + 1) * (b + 1));
+    for (size_t i = 0; i < bufs[b].size(); ++i) bufs[b][i] = keyed_value(20 + b, rank(), i);
+    reqs.push_back(comm.allreduce_async(bufs[b].data(), bufs[b].size(), ReduceOp::kAverage));
+  }
+  // Complete in reverse order, polling the first ones.
+  for (size_t b = bufs.size(); b-- > 0;) {
+    reqs[0]->test();
+    reqs[b]->wait();
+    EXPECT_TRUE(reqs[b]->test());
+    expect_keyed_average(bufs[b].data(), bufs[b].size(), 20 + b);
+  }
+}
+
+TEST_F(CommMpi, BroadcastBarrierMetricsAllgather) {
+  std::vector<float> v(777);
+  for (size_t i = 0; i < v.size(); ++i) v[i] = exact_value(rank(), i);
+  const int root = size() - 1;
+  comm.broadcast(v.data(), v.size(), root);
+  for (size_t i = 0; i < v.size(); ++i) ASSERT_EQ(v[i], exact_value(root, i));
+  EXPECT_THROW(comm.broadcast(v.data(), v.size(), size()), Error);
+  comm.barrier();
+  double m[3] = {1.0 * rank(), 2.5, -1.0};
+  comm.allreduce_metrics(m, 3, ReduceOp::kSum);
+  EXPECT_EQ(m[0], size() * (size() - 1) / 2.0);
+  EXPECT_EQ(m[1], 2.5 * size());
+  double a[1] = {static_cast<double>(rank() + 1)};
+  comm.allreduce_metrics(a, 1, ReduceOp::kAverage);
+  EXPECT_DOUBLE_EQ(a[0], (size() + 1) / 2.0);
+  std::vector<uint64_t> all = comm.allgather({static_cast<uint64_t>(rank()), 1ull << 63});
+  ASSERT_EQ(all.size(), 2u * size());
+  for (int r = 0; r < size(); ++r) {
+    EXPECT_EQ(all[2 * r], static_cast<uint64_t>(r));
+    EXPECT_EQ(all[2 * r + 1], 1ull << 63);
+  }
+}
+
+// An AlexNet-like tensor list, in backward order, in one arena (plus optionally tensors outside it).
+struct Grads {
+  std::vector<float> arena, outside_a, outside_b;
+  std::vector<GradTensor> tensors;
+  explicit Grads(bool with_outside) {
+    const std::vector<size_t> sizes = {5003, 17, 40000, 64, 9000, 64, 120000, 128, 3000, 96, 2500, 48};
+    arena.resize(std::accumulate(sizes.begin(), sizes.end(), size_t{0}));
+    size_t off = 0;
+    for (size_t i = 0; i < sizes.size(); ++i) {
+      tensors.push_back({str_cat("layer", i / 2, i % 2 ? "/bias" : "/weight"), arena.data() + off,
+                         sizes[i]});
+      off += sizes[i];
+    }
+    if (with_outside) {
+      // Separate allocations between arena tensors: their buckets go through the staging copy.
+      outside_a.resize(700);
+      outside_b.resize(31);
+      tensors.insert(tensors.begin() + 3, GradTensor{"outside_a", outside_a.data(), outside_a.size()});
+      tensors.insert(tensors.begin() + 9, GradTensor{"outside_b", outside_b.data(), outside_b.size()});
+    }
+  }
+  void fill(uint64_t seed, int rank) {
+    size_t off = 0;
+    for (GradTensor& t : tensors) {
+      for (size_t i = 0; i < t.count; ++i) t.data[i] = keyed_value(seed, rank, off + i);
+      off += t.count;
+    }
+  }
+  std::vector<float> flat() const {
+    std::vector<float> v;
+    for (const GradTensor& t : tensors) v.insert(v.end(), t.data, t.data + t.count);
+    return v;
+  }
+};
+
+TEST_F(CommMpi, BucketsOutOfOrderMatchFloat64) {
+  for (bool outside : {false, true}) {
+    for (size_t bucket_bytes : {size_t{0}, size_t{40000}, size_t{200000}}) {
+      Grads g(outside);
+      GradBuckets gb(comm, g.tensors, {.bucket_bytes = bucket_bytes, .overlap = true});
+      std::mt19937 rng(1234 + 77 * rank());  // a different completion order on every rank
+      for (int step = 0; step < 3; ++step) {
+        const uint64_t seed = 100 + step + 10 * bucket_bytes + outside;
+        g.fill(seed, rank());
+        std::vector<size_t> order(g.tensors.size());
+        std::iota(order.begin(), order.end(), size_t{0});
+        std::shuffle(order.begin(), order.end(), rng);
+        for (size_t i : order) gb.mark_ready(i);
+        gb.wait_all();
+        const std::vector<float> got = g.flat();
+        expect_keyed_average(got.data(), got.size(), seed);
+        EXPECT_EQ(gb.last_timing().reductions, static_cast<int>(gb.buckets().size()));
+        EXPECT_GE(gb.last_timing().in_flight_s, 0.0);
+      }
+    }
+  }
+}
+
+TEST_F(CommMpi, OverlapOffEqualsOverlapOnBitwise) {
+  for (bool outside : {false, true}) {
+    Grads on(outside), off(outside);
+    GradBuckets gb_on(comm, on.tensors, {.bucket_bytes = 60000, .overlap = true});
+    GradBuckets gb_off(comm, off.tensors, {.bucket_bytes = 60000, .overlap = false});
+    ASSERT_GE(gb_on.buckets().size(), 3u);
+    for (int step = 0; step < 2; ++step) {
+      on.fill(300 + step, rank());
+      off.fill(300 + step, rank());
+      for (size_t i = 0; i < on.tensors.size(); ++i) {
+        gb_on.mark_ready(i);
+        gb_off.mark_ready(on.tensors.size() - 1 - i);
+      }
+      gb_on.wait_all();
+      gb_off.wait_all();
+      const std::vector<float> a = on.flat(), b = off.flat();
+      ASSERT_EQ(a.size(), b.size());
+      EXPECT_EQ(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)), 0);
+      // Without overlap nothing was in flight outside wait_all.
+      EXPECT_NEAR(gb_off.last_timing().hidden_fraction(), 0.0, 0.05);
+    }
+  }
+}
+
+TEST_F(CommMpi, DifferentLayoutIsAnError) {
+  Grads g(false);
+  // The last rank drops a tensor; then, separately, uses another bucket size.
+  std::vector<GradTensor> mine = g.tensors;
+  if (rank() == size() - 1) mine.pop_back();
+  try {
+    GradBuckets gb(comm, mine, {.bucket_bytes = 40000});
+    ADD_FAILURE() << "no error on " << comm.describe();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("layout differs across ranks"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("rank " + std::to_string(size() - 1) + " has 11 tensors"),
+              std::string::npos)
+        << e.what();
+  }
+  const size_t bytes = rank() == 0 ? 40000 : 200000;  // 10000 vs 50000 floats: other boundaries
+  EXPECT_THROW(GradBuckets(comm, g.tensors, {.bucket_bytes = bytes}), Error);
+  // The same layout everywhere is accepted (and the communicator still works afterwards).
+  GradBuckets ok(comm, g.tensors, {.bucket_bytes = 40000});
+  EXPECT_GT(ok.buckets().size(), 1u);
+}
+
+int kill_rank_loop(int victim) {
+  MpiCommunicator comm(MPI_COMM_WORLD);
+  std::vector<float> v(1 << 20, 1.0f);
+  for (int it = 0;; ++it) {
+    if (it == 3 && comm.rank() == victim) std::raise(SIGKILL);
+    try {
+      comm.allreduce(v.data(), v.size(), ReduceOp::kAverage);
+    } catch (const Error& e) {
+      // What the worker's main() does: report, then end the job so no rank hangs.
+      std::fprintf(stderr, "%s\n", e.what());
+      MPI_Abort(MPI_COMM_WORLD, 1);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace alexnet
+
+int main(int argc, char** argv) {
+  int provided = 0;
+  MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  alexnet::set_process_identity(rank, "");
+  if (argc == 3 && std::string(argv[1]) == "--kill-rank") return alexnet::kill_rank_loop(std::stoi(argv[2]));
+  ::testing::InitGoogleTest(&argc, argv);
+  const int rc = RUN_ALL_TESTS();
+  int worst = rc;
+  MPI_Allreduce(&rc, &worst, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+  MPI_Finalize();
+  return worst;
+}
