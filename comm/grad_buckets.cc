@@ -177,7 +177,11 @@ void GradBuckets::wait_all() {
   }
   const Clock::time_point t1 = Clock::now();
   current_.exposed_s = seconds(t1 - t0);
-  current_.in_flight_s = step_started_ ? seconds(last_done_ - first_start_) : 0.0;
+  if (step_started_) {
+    current_.in_flight_s = seconds(last_done_ - first_start_);
+    current_.start_s = seconds(first_start_.time_since_epoch());
+    current_.end_s = seconds(last_done_.time_since_epoch());
+  }
   timing_ = current_;
   reset_step();
 }

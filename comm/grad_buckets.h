@@ -43,6 +43,7 @@ struct GradBucketOptions {
 struct CommTiming {
   double exposed_s = 0;    // inside wait_all: communication the caller waited for
   double in_flight_s = 0;  // from the first reduction's start to the last one's observed completion
+  double start_s = 0, end_s = 0;  // steady-clock seconds of that first start and last completion
   double bytes = 0;        // bytes reduced (per rank)
   int reductions = 0;      // allreduce calls
   // Share of the in-flight time that overlapped the caller's compute: 1 - exposed / in_flight.
