@@ -21,7 +21,8 @@ template <class T>
 constexpr bool is_section_v =
     std::is_same_v<T, LrnConfig> || std::is_same_v<T, PoolConfig> || std::is_same_v<T, ModelConfig> ||
     std::is_same_v<T, DataConfig> || std::is_same_v<T, TrainConfig> ||
-    std::is_same_v<T, ParallelConfig> || std::is_same_v<T, LogConfig> || std::is_same_v<T, Config>;
+    std::is_same_v<T, ParallelConfig> || std::is_same_v<T, CheckpointConfig> ||
+    std::is_same_v<T, LogConfig> || std::is_same_v<T, Config>;
 
 template <class T, class = void>
 struct IsEnum : std::false_type {};
@@ -442,6 +443,8 @@ void validate_config(const Config& c, const ConfigSources& sources) {
   if (c.parallel.threads < 0) fail("parallel.threads", "must be >= 0");
   if (!(c.parallel.bucket_mb >= 0 && c.parallel.bucket_mb <= 4096))
     fail("parallel.bucket_mb", str_cat("must be in [0, 4096], got ", c.parallel.bucket_mb));
+
+  if (c.checkpoint.dir.empty()) fail("checkpoint.dir", "must not be empty");
 
   static const std::set<std::string> kLevels = {"debug", "info", "warning", "error"};
   if (kLevels.count(c.log.level) == 0)

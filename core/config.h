@@ -151,6 +151,14 @@ struct ParallelConfig {
   }
 };
 
+// Where the run's checkpoints go (rank 0 writes them; alexnet-launch checks the folder is writable).
+struct CheckpointConfig {
+  std::string dir = "runs/checkpoints";
+  template <class V> void visit(V& v) {
+    v("dir", dir, "folder of the run's checkpoints, created when missing; relative paths start at the launch directory");
+  }
+};
+
 struct LogConfig {
   std::string level = "info";
   template <class V> void visit(V& v) { v("level", level, "debug | info | warning | error"); }
@@ -161,12 +169,14 @@ struct Config {
   DataConfig data;
   TrainConfig train;
   ParallelConfig parallel;
+  CheckpointConfig checkpoint;
   LogConfig log;
   template <class V> void visit(V& v) {
     v("model", model, "the network (fixed keys, shared with every tool)");
     v("data", data, "dataset and augmentation");
     v("train", train, "optimisation");
     v("parallel", parallel, "devices, ranks and threads");
+    v("checkpoint", checkpoint, "checkpoints");
     v("log", log, "logging");
   }
 };
