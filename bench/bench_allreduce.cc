@@ -152,6 +152,8 @@ int run(int argc, char** argv) {
                 "inflight_s", "hidden", "hidden_raw", "step_s", "vs_anchor", "saved");
   }
   double anchor_step = 0, anchor_exposed = 0;
+  // Below a millisecond there is nothing to hide (one rank: the reductions are no-ops).
+  constexpr double kNothing = 1e-3;
   for (const Mode& m : modes) {
     GradBucketOptions go;
     go.overlap = m.overlap;
@@ -193,9 +195,9 @@ int run(int argc, char** argv) {
     if (anchor_step == 0) anchor_step = step, anchor_exposed = exposed;
     // The share of the anchor's exposed communication that this mode takes off the step time (on the
     // CPU the reduction arithmetic runs on the compute cores, so hiding it costs compute time).
-    const double saved = anchor_exposed > 0 ? (anchor_step - step) / anchor_exposed : 0.0;
-    const double hidden = in_flight > 0 ? std::clamp(1 - exposed / in_flight, 0.0, 1.0) : 0.0;
-    const double hidden_raw = raw_s > 0 ? std::clamp(1 - exposed / raw_s, 0.0, 1.0) : 0.0;
+    const double saved = anchor_exposed > kNothing ? (anchor_step - step) / anchor_exposed : 0.0;
+    const double hidden = in_flight > kNothing ? std::clamp(1 - exposed / in_flight, 0.0, 1.0) : 0.0;
+    const double hidden_raw = raw_s > kNothing ? std::clamp(1 - exposed / raw_s, 0.0, 1.0) : 0.0;
     if (rank == 0)
       std::printf("%-26s %7zu %9.3f %9.3f %10.3f %6.2f %10.2f %7.3f %9.3f %6.2f\n", m.name, gb0.buckets().size(),
                   compute, exposed, in_flight, hidden, hidden_raw, step, step / anchor_step, saved);
