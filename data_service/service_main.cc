@@ -3,6 +3,7 @@
 #include <mpi.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <exception>
 #include <iostream>
 
@@ -52,6 +53,9 @@ int serve(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // SIGUSR1 asks the workers to checkpoint and stop (docs/launch.md); mpirun sends it to every rank. The
+  // service ignores it and keeps serving until its workers say they are done.
+  std::signal(SIGUSR1, SIG_IGN);
   int provided = 0;
   MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
   int rank = 0;
