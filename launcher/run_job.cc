@@ -2,6 +2,7 @@
 #include "launcher/run_job.h"
 
 #include <fcntl.h>
+#include <sys/prctl.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -63,6 +64,8 @@ int run_job(const std::vector<std::string>& argv) {
   if (pid == 0) {
     // Own process group: a Ctrl-C on the terminal reaches only the launcher, which turns it into USR1.
     setpgid(0, 0);
+    // If the launcher dies without passing a signal on (SIGKILL), mpirun is told to stop.
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
     for (int i = 0; i < 4; ++i) sigaction(kForwarded[i], &previous[i], nullptr);
     sigprocmask(SIG_SETMASK, &old, nullptr);
     close(status_pipe[0]);
