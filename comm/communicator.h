@@ -65,8 +65,8 @@ class LocalCommunicator final : public Communicator {
 };
 
 // Over a duplicate of `comm` (collective to construct), so its traffic never mixes with other users of
-// `comm`; the duplicate returns errors (MPI_ERRORS_RETURN) and each failed call throws an Error naming
-// the call, this rank and its host. MPI must be initialised; calls come from one thread.
+// `comm`; the duplicate (and `comm` itself, so the duplication can be checked) return errors
+// (MPI_ERRORS_RETURN) and each failed call throws an Error naming the call, this rank and its host. MPI must be initialised; calls come from one thread.
 class MpiCommunicator final : public Communicator {
  public:
   explicit MpiCommunicator(MPI_Comm comm);
