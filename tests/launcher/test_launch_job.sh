@@ -1,0 +1,35 @@
+#!/bin/bash
+# alexnet-launch starting a real job: Open MPI's mpirun, alexnet-data-service over the prepared synthetic
+# dataset of the data-service tests, and the data-service tests' fake_worker in place of alexnet-worker.
+# The workers check every crop against a local decode (--verify); the launcher returns the job's status.
+# Usage: test_launch_job.sh ALEXNET_LAUNCH ALEXNET_DATA_SERVICE FAKE_WORKER DATASET WORKDIR
+set -euo pipefail
+launch=$1 service=$2 fake=$3 ds=$4 work=$5
+fail() { echo "FAIL: $*" >&2; exit 1; }
+rm -rf "$work" && mkdir -p "$work/bin" "$work/out"
+ln -s "$service" "$work/bin/alexnet-data-service"
+cat > "$work/bin/alexnet-worker" <<FAKE
+#!/bin/sh
+exec "$fake" "\$@" --verify --epochs 1 --out "$work/out"
+FAKE
+chmod +x "$work/bin/alexnet-worker"
+args=(--set data.root="$ds" --set train.batch_size=16 --set checkpoint.dir="$work/ckpt" --bin-dir "$work/bin")
+
+rc=0
+timeout 120 "$launch" "${args[@]}" --workers 2 >"$work/log" 2>&1 || rc=$?
+[ "$rc" -eq 0 ] || { cat "$work/log"; fail "the job ended with status $rc"; }
+for w in 0 1; do
+  [ -s "$work/out/worker$w.txt" ] || { cat "$work/log"; fail "worker $w received nothing"; }
+done
+grep -q 'data service 0 (rank 0, host [^)]*) serves worker 0 (rank 1), worker 1 (rank 2)' "$work/log" ||
+  { cat "$work/log"; fail "the service is not rank 0 serving workers at ranks 1 and 2"; }
+
+# A failing job's status comes back through the launcher (fake_worker rejects an unknown option).
+cat > "$work/bin/alexnet-worker" <<FAKE
+#!/bin/sh
+exec "$fake" "\$@" --no-such-option
+FAKE
+rc=0
+timeout 120 "$launch" "${args[@]}" --workers 2 >"$work/log2" 2>&1 || rc=$?
+if [ "$rc" -eq 0 ] || [ "$rc" -eq 124 ]; then cat "$work/log2"; fail "a failing job gave status $rc"; fi
+echo "launch job: ok"
