@@ -32,4 +32,27 @@ FAKE
 rc=0
 timeout 120 "$launch" "${args[@]}" --workers 2 >"$work/log2" 2>&1 || rc=$?
 if [ "$rc" -eq 0 ] || [ "$rc" -eq 124 ]; then cat "$work/log2"; fail "a failing job gave status $rc"; fi
+# SIGTERM to the launcher reaches every rank as SIGUSR1 while the job runs. The data service ignores it
+# and serves on; these workers ignore it too (the trap survives exec), so the job still ends with 0.
+cat > "$work/bin/alexnet-worker" <<FAKE
+#!/bin/sh
+trap '' USR1
+exec "$fake" "\$@" --epochs 300 --steps 1 --out "$work/out"
+FAKE
+rm -f "$work/out"/*
+timeout 120 "$launch" "${args[@]}" --workers 2 >"$work/log3" 2>&1 &
+pid=$!
+# The service logs the job layout once every rank has started and set up its signals.
+for _ in $(seq 600); do
+  grep -q 'job layout:' "$work/log3" && break
+  kill -0 "$pid" 2>/dev/null || break
+  sleep 0.1
+done
+grep -q 'job layout:' "$work/log3" || { cat "$work/log3"; fail "the job did not start"; }
+kill -TERM "$pid"
+rc=0
+wait "$pid" || rc=$?
+grep -q 'Forwarding signal 10' "$work/log3" || { cat "$work/log3"; fail "mpirun did not get SIGUSR1"; }
+[ "$rc" -eq 0 ] || { cat "$work/log3"; fail "status $rc after SIGUSR1: a rank did not survive it"; }
+grep -q 'fake_worker 0: 300 batches' "$work/log3" || { cat "$work/log3"; fail "worker 0 did not finish"; }
 echo "launch job: ok"
