@@ -15,6 +15,7 @@
 
 #include "comm/communicator.h"
 #include "comm/grad_buckets.h"
+#include "comm/mpi_process.h"
 #include "core/config.h"
 #include "core/error.h"
 #include "model/alexnet.h"
@@ -213,19 +214,4 @@ int run(int argc, char** argv) {
 }  // namespace
 }  // namespace alexnet
 
-int main(int argc, char** argv) {
-  int provided = 0;
-  MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
-  int rank = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  alexnet::set_process_identity(rank, "");
-  int rc = 0;
-  try {
-    rc = alexnet::run(argc, argv);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "bench_allreduce: %s\n", e.what());
-    MPI_Abort(MPI_COMM_WORLD, 1);
-  }
-  MPI_Finalize();
-  return rc;
-}
+int main(int argc, char** argv) { return alexnet::run_mpi_process("bench_allreduce", argc, argv, alexnet::run); }

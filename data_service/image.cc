@@ -334,29 +334,10 @@ inline uint8_t clip8(int32_t acc) {
 }
 
 // Horizontal pass over `rows` rows: out[r][j] = sum_k w[j][k] * in[r][first[j] + k], RGB interleaved.
+// kTaps > 0 fixes the tap count at compile time (unrolled); kTaps = 0 reads it from the pass.
 template <int kTaps>
 void horizontal_fixed(const uint8_t* in, int in_stride, int rows, const Pass& p, uint8_t* out, int out_w) {
-  for (int r = 0; r < rows; ++r) {
-    const uint8_t* src = in + static_cast<size_t>(r) * in_stride;
-    uint8_t* dst = out + static_cast<size_t>(r) * out_w * 3;
-    for (int j = 0; j < out_w; ++j) {
-      const uint8_t* s = src + p.first[j] * 3;
-      const int32_t* w = &p.w[static_cast<size_t>(j) * kTaps];
-      int32_t a0 = 1 << (kWeightBits - 1), a1 = a0, a2 = a0;
-      for (int k = 0; k < kTaps; ++k) {
-        a0 += s[3 * k] * w[k];
-        a1 += s[3 * k + 1] * w[k];
-        a2 += s[3 * k + 2] * w[k];
-      }
-      dst[3 * j] = clip8(a0);
-      dst[3 * j + 1] = clip8(a1);
-      dst[3 * j + 2] = clip8(a2);
-    }
-  }
-}
-
-void horizontal_any(const uint8_t* in, int in_stride, int rows, const Pass& p, uint8_t* out, int out_w) {
-  const int taps = p.taps;
+  const int taps = kTaps > 0 ? kTaps : p.taps;
   for (int r = 0; r < rows; ++r) {
     const uint8_t* src = in + static_cast<size_t>(r) * in_stride;
     uint8_t* dst = out + static_cast<size_t>(r) * out_w * 3;
@@ -382,7 +363,7 @@ void horizontal(const uint8_t* in, int in_stride, int rows, const Pass& p, uint8
     case 5: return horizontal_fixed<5>(in, in_stride, rows, p, out, out_w);
     case 7: return horizontal_fixed<7>(in, in_stride, rows, p, out, out_w);
     case 9: return horizontal_fixed<9>(in, in_stride, rows, p, out, out_w);
-    default: return horizontal_any(in, in_stride, rows, p, out, out_w);
+    default: return horizontal_fixed<0>(in, in_stride, rows, p, out, out_w);
   }
 }
 

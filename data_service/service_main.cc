@@ -8,6 +8,7 @@
 #include <iostream>
 
 #include "core/cli.h"
+#include "comm/mpi_process.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "data_service/job_layout.h"
@@ -56,22 +57,5 @@ int main(int argc, char** argv) {
   // SIGUSR1 asks the workers to checkpoint and stop (docs/launch.md); mpirun sends it to every rank. The
   // service ignores it and keeps serving until its workers say they are done.
   std::signal(SIGUSR1, SIG_IGN);
-  int provided = 0;
-  MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
-  int rank = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  char host[256] = {0};
-  gethostname(host, sizeof(host) - 1);
-  alexnet::set_process_identity(rank, host);
-  int rc = 0;
-  try {
-    rc = serve(argc, argv);
-  } catch (const std::exception& e) {
-    // The message names rank, host and file:line; MPI_Abort ends every rank, so no worker waits forever.
-    alexnet::log_error("alexnet-data-service: ", e.what());
-    MPI_Abort(MPI_COMM_WORLD, 1);
-    return 1;
-  }
-  MPI_Finalize();
-  return rc;
+  return alexnet::run_mpi_process("alexnet-data-service", argc, argv, serve);
 }

@@ -17,6 +17,7 @@
 #include <thread>
 
 #include "core/cli.h"
+#include "comm/mpi_process.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "data_service/client.h"
@@ -232,21 +233,5 @@ int main_body(int argc, char** argv) {
 }  // namespace alexnet
 
 int main(int argc, char** argv) {
-  int provided = 0;
-  MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
-  int rank = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  char host[256] = {0};
-  gethostname(host, sizeof(host) - 1);
-  alexnet::set_process_identity(rank, host);
-  int rc = 0;
-  try {
-    rc = alexnet::main_body(argc, argv);
-  } catch (const std::exception& e) {
-    alexnet::log_error("fake_worker: ", e.what());
-    MPI_Abort(MPI_COMM_WORLD, 1);
-    return 1;
-  }
-  MPI_Finalize();
-  return rc;
+  return alexnet::run_mpi_process("fake_worker", argc, argv, alexnet::main_body);
 }

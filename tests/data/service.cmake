@@ -7,7 +7,7 @@ alexnet_add_test(test_service SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_service.cc
 
 add_executable(fake_worker ${CMAKE_CURRENT_LIST_DIR}/fake_worker.cc)
 target_include_directories(fake_worker PRIVATE ${PROJECT_SOURCE_DIR})
-target_link_libraries(fake_worker PRIVATE alexnet_data alexnet_core)
+target_link_libraries(fake_worker PRIVATE alexnet_data alexnet_comm alexnet_core)
 set_target_properties(fake_worker PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/tests)
 
 set(_svc_script ${CMAKE_CURRENT_LIST_DIR}/test_service_mpi.sh)
