@@ -10,6 +10,7 @@
 #endif
 
 #include "core/error.h"
+#include "data_service/cpu_features.h"
 #include "core/rng.h"
 
 namespace alexnet {
@@ -38,14 +39,6 @@ void check_crop(const SampleAugment& a, int src_side, int crop) {
 
 
 #if defined(__x86_64__)
-// AVX2 forms of the crop copy and the normalisation (same results; ALEXNET_NO_SIMD=1 forces the scalar code).
-bool have_avx2() {
-  static const bool yes = [] {
-    __builtin_cpu_init();  // harmless when already done; needed if the first call runs during static init
-    return __builtin_cpu_supports("avx2") && std::getenv("ALEXNET_NO_SIMD") == nullptr;
-  }();
-  return yes;
-}
 
 // 16 interleaved RGB pixels (48 bytes at p) -> 16 R, 16 G, 16 B; `reverse` mirrors their order.
 __attribute__((target("avx2"))) inline void deinterleave16(const uint8_t* p, bool reverse, uint8_t* r, uint8_t* g,

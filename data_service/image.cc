@@ -19,6 +19,7 @@
 #endif
 
 #include "core/error.h"
+#include "data_service/cpu_features.h"
 
 namespace alexnet {
 namespace {
@@ -381,16 +382,6 @@ void vertical_row(const uint8_t* in, size_t in_stride, const int32_t* w, int tap
 
 
 #if defined(__x86_64__)
-// AVX2 versions of the two passes, bit-identical to the scalar ones (same 32-bit integer sums). Chosen at
-// run time, so the library still runs on any x86-64.
-// ALEXNET_NO_SIMD=1 forces the scalar code (the tests run both).
-bool have_avx2() {
-  static const bool yes = [] {
-    __builtin_cpu_init();  // harmless when already done; needed if the first call runs during static init
-    return __builtin_cpu_supports("avx2") && std::getenv("ALEXNET_NO_SIMD") == nullptr;
-  }();
-  return yes;
-}
 
 // Horizontal pass for 5-tap windows (every shrink ratio up to 2, which after DCT scaling is nearly every
 // ImageNet image, and enlarging with zero-padded taps), exact in 32-bit integers like the scalar pass. Each

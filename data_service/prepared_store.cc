@@ -238,6 +238,14 @@ ImageStats read_image_stats(const std::string& prepared) {
 
 namespace {
 
+// The original file of sample i: what both sources name in messages.
+std::string sample_path(const DatasetIndex& index, bool val, int64_t i) {
+  const auto& list = val ? index.val : index.train;
+  ALEXNET_CHECK(i >= 0 && i < static_cast<int64_t>(list.size()), "sample ", i, " out of range of the ",
+                val ? "val" : "train", " set (", list.size(), " images)");
+  return index.root + "/" + list[i].path;
+}
+
 class OriginalFiles final : public SampleSource {
  public:
   explicit OriginalFiles(const DatasetIndex& index) : index_(index) {}
@@ -250,12 +258,7 @@ class OriginalFiles final : public SampleSource {
     }
   }
   bool pre_resized() const override { return false; }
-  std::string name(bool val, int64_t i) const override {
-    const auto& list = val ? index_.val : index_.train;
-    ALEXNET_CHECK(i >= 0 && i < static_cast<int64_t>(list.size()), "sample ", i, " out of range of the ",
-                  val ? "val" : "train", " set (", list.size(), " images)");
-    return index_.root + "/" + list[i].path;
-  }
+  std::string name(bool val, int64_t i) const override { return sample_path(index_, val, i); }
 
  private:
   DatasetIndex index_;
@@ -292,12 +295,7 @@ class ShardFiles final : public SampleSource {
     return bytes;
   }
   bool pre_resized() const override { return true; }
-  std::string name(bool val, int64_t i) const override {
-    const auto& list = val ? index_.val : index_.train;
-    ALEXNET_CHECK(i >= 0 && i < static_cast<int64_t>(list.size()), "sample ", i, " out of range of the ",
-                  val ? "val" : "train", " set (", list.size(), " images)");
-    return index_.root + "/" + list[i].path;
-  }
+  std::string name(bool val, int64_t i) const override { return sample_path(index_, val, i); }
 
  private:
   struct Shard {
