@@ -6,11 +6,14 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <functional>
+
+#include <zlib.h>
 
 #include "checkpoint/h5file.h"
 
@@ -43,8 +46,32 @@ void check_group(const std::string& path, const std::string& group, const std::m
   }
 }
 
+uint32_t crc_of(const void* data, size_t bytes) {
+  uLong crc = crc32(0L, Z_NULL, 0);
+  const auto* p = static_cast<const Bytef*>(data);
+  while (bytes > 0) {  // zlib takes uInt lengths
+    const uInt chunk = static_cast<uInt>(std::min<size_t>(bytes, size_t{1} << 30));
+    crc = crc32(crc, p, chunk);
+    p += chunk;
+    bytes -= chunk;
+  }
+  return static_cast<uint32_t>(crc);
+}
+
+uint32_t crc_of(const Tensor& t) { return crc_of(t.raw_data(), t.nbytes()); }
+
+void write_tensor_checked(H5File& file, const std::string& name, const Tensor& t) {
+  file.write_tensor(name, t);
+  file.set_attr_int(name, kChecksumAttr, crc_of(t));
+}
+
+void write_string_checked(H5File& file, const std::string& name, const std::string& value) {
+  file.write_string(name, value);
+  file.set_attr_int(name, kChecksumAttr, crc_of(value.data(), value.size()));
+}
+
 void write_group(H5File& file, const std::string& group, const std::map<std::string, Tensor>& tensors) {
-  for (const auto& [key, t] : tensors) file.write_tensor(group + "/" + key, t);
+  for (const auto& [key, t] : tensors) write_tensor_checked(file, group + "/" + key, t);
 }
 
 // Every dataset under `group`, keyed by its path relative to the group; float32 only.
@@ -125,10 +152,31 @@ void write_checkpoint(const std::string& path, const CheckpointData& data) {
     file.set_attr_int("/", "format_version", kCheckpointFormatVersion);
     file.set_attr_int("/", "step", data.step);
     file.set_attr_int("/", "epoch", data.epoch);
-    file.write_string("/config", data.config_yaml);
+    write_string_checked(file, "/config", data.config_yaml);
     write_group(file, kModelGroup, data.model);
     write_group(file, kMomentumGroup, data.momentum);
+    for (const auto& [name, t] : data.extra_tensors) write_tensor_checked(file, name, t);
+    for (const auto& [name, value] : data.extra_strings) write_string_checked(file, name, value);
   });
+}
+
+void verify_checkpoint(const std::string& path) {
+  H5File file(path, H5File::Mode::kRead);
+  const std::vector<std::string> names = file.datasets("/");
+  ALEXNET_CHECK(!names.empty(), "checkpoint '", path, "' holds no datasets");
+  for (const std::string& name : names) {
+    ALEXNET_CHECK(file.has_attr(name, kChecksumAttr), "checkpoint '", path, "': ", name, " has no ",
+                  kChecksumAttr, " checksum (not written by alexnet-worker or alexnet-tool)");
+    const int64_t want = file.get_attr_int(name, kChecksumAttr);
+    int64_t got = 0;
+    if (file.is_string(name)) {
+      const std::string value = file.read_string(name);
+      got = crc_of(value.data(), value.size());
+    } else {
+      got = crc_of(file.read_tensor(name));
+    }
+    ALEXNET_CHECK(got == want, "checkpoint '", path, "': ", name, " is damaged (CRC-32 ", got, ", stored ", want, ")");
+  }
 }
 
 CheckpointData read_checkpoint(const std::string& path) {

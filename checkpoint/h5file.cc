@@ -505,6 +505,14 @@ void H5File::write_string(const std::string& name, const std::string& value) {
                "cannot write the string");
 }
 
+bool H5File::is_string(const std::string& name) const {
+  QuietErrors quiet;
+  const std::string full = normalize(name);
+  Id ds = open_dataset(*this, static_cast<hid_t>(file_id_), full);
+  Id type = checked(H5Dget_type(ds.get()), H5Tclose, path_, full, "cannot read the datatype");
+  return H5Tget_class(type.get()) == H5T_STRING;
+}
+
 std::string H5File::read_string(const std::string& name) const {
   QuietErrors quiet;
   const std::string full = normalize(name);

@@ -37,6 +37,8 @@ class H5File {
   // Reads and converts to `dtype` (float32/float64/int64), checking the shape when given.
   Tensor read_tensor_as(const std::string& name, DType dtype, const Shape* expect_shape = nullptr) const;
   Shape dataset_shape(const std::string& name) const;
+  // True when the dataset holds a string (write_string), false for numbers.
+  bool is_string(const std::string& name) const;
 
   void write_scalar(const std::string& name, double value);
   void write_scalar_int(const std::string& name, int64_t value);

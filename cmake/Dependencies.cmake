@@ -5,6 +5,7 @@ find_package(OpenMP REQUIRED COMPONENTS CXX)
 find_package(MPI REQUIRED COMPONENTS CXX)
 set(HDF5_PREFER_PARALLEL OFF)
 find_package(HDF5 REQUIRED COMPONENTS C)
+find_package(ZLIB REQUIRED)
 find_package(yaml-cpp REQUIRED)
 # Debian's dnnl-config.cmake insists on OpenCL headers for its GPU runtime; we use only the CPU
 # engine, so find the library and header directly.

@@ -22,7 +22,7 @@ constexpr bool is_section_v =
     std::is_same_v<T, LrnConfig> || std::is_same_v<T, PoolConfig> || std::is_same_v<T, ModelConfig> ||
     std::is_same_v<T, DataConfig> || std::is_same_v<T, TrainConfig> ||
     std::is_same_v<T, ParallelConfig> || std::is_same_v<T, CheckpointConfig> ||
-    std::is_same_v<T, LogConfig> || std::is_same_v<T, Config>;
+    std::is_same_v<T, RunConfig> || std::is_same_v<T, LogConfig> || std::is_same_v<T, Config>;
 
 template <class T, class = void>
 struct IsEnum : std::false_type {};
@@ -280,6 +280,37 @@ class Writer {
   YAML::Emitter& out_;
 };
 
+class Flattener {
+ public:
+  Flattener(std::map<std::string, std::string>& out, std::string prefix = "") : out_(out), prefix_(std::move(prefix)) {}
+  template <class T>
+  void operator()(const char* key, T& field, const char*) {
+    const std::string name = join_key(prefix_, key);
+    if constexpr (is_section_v<T>) {
+      Flattener inner(out_, name);
+      field.visit(inner);
+    } else if constexpr (IsEnum<T>::value) {
+      out_[name] = enum_name(field);
+    } else if constexpr (std::is_same_v<T, bool>) {
+      out_[name] = field ? "true" : "false";
+    } else if constexpr (std::is_floating_point_v<T>) {
+      out_[name] = format_double(field);
+    } else if constexpr (std::is_same_v<T, std::vector<int>>) {
+      std::string s = "[";
+      for (size_t i = 0; i < field.size(); ++i) s += (i ? ", " : "") + std::to_string(field[i]);
+      out_[name] = s + "]";
+    } else if constexpr (std::is_same_v<T, std::string>) {
+      out_[name] = field;
+    } else {
+      out_[name] = std::to_string(field);
+    }
+  }
+
+ private:
+  std::map<std::string, std::string>& out_;
+  std::string prefix_;
+};
+
 // A Markdown table cell: '|' would end the cell, even inside backticks.
 std::string table_cell(const std::string& text) {
   std::string cell;
@@ -395,6 +426,18 @@ std::string config_reference_markdown() {
   return out.str();
 }
 
+std::map<std::string, std::string> flatten_config(const Config& config) {
+  std::map<std::string, std::string> out;
+  Flattener flat(out);
+  Config copy = config;
+  copy.visit(flat);
+  return out;
+}
+
+std::string checkpoint_dir(const Config& config) {
+  return config.checkpoint.dir.empty() ? config.run.dir + "/checkpoints" : config.checkpoint.dir;
+}
+
 void validate_config(const Config& c, const ConfigSources& sources) {
   auto fail = [&](const std::string& key, const std::string& problem) {
     auto it = sources.find(key);
@@ -444,7 +487,28 @@ void validate_config(const Config& c, const ConfigSources& sources) {
   if (!(c.parallel.bucket_mb >= 0 && c.parallel.bucket_mb <= 4096))
     fail("parallel.bucket_mb", str_cat("must be in [0, 4096], got ", c.parallel.bucket_mb));
 
-  if (c.checkpoint.dir.empty()) fail("checkpoint.dir", "must not be empty");
+  if (!(t.lr_decay > 0 && t.lr_decay <= 1)) fail("train.lr_decay", str_cat("must be in (0, 1], got ", t.lr_decay));
+  for (size_t i = 0; i < t.lr_steps.size(); ++i) {
+    if (t.lr_steps[i] < 1) fail("train.lr_steps", str_cat("epochs must be >= 1, got ", t.lr_steps[i]));
+    if (i > 0 && t.lr_steps[i] <= t.lr_steps[i - 1]) fail("train.lr_steps", "epochs must be strictly increasing");
+  }
+  if (t.lr_schedule == LrSchedule::kStep && t.lr_steps.empty())
+    fail("train.lr_steps", "lr_schedule: step needs at least one epoch in train.lr_steps");
+  if (t.plateau_patience < 1) fail("train.plateau_patience", str_cat("must be >= 1, got ", t.plateau_patience));
+  if (!(t.plateau_min_delta >= 0)) fail("train.plateau_min_delta", "must be >= 0");
+  if (t.max_lr_drops < 0) fail("train.max_lr_drops", "must be >= 0");
+  if (t.linear_scaling_reference < 0) fail("train.linear_scaling_reference", "must be >= 0");
+  if (!(t.warmup_epochs >= 0)) fail("train.warmup_epochs", "must be >= 0");
+  if (t.warmup_epochs > 0 && t.linear_scaling_reference == 0)
+    fail("train.warmup_epochs", "warm-up ramps to the linearly scaled rate; set train.linear_scaling_reference too");
+  if (t.eval_every_steps < 0) fail("train.eval_every_steps", "must be >= 0");
+
+  if (c.checkpoint.every_steps < 0) fail("checkpoint.every_steps", "must be >= 0");
+  if (!(c.checkpoint.every_minutes >= 0)) fail("checkpoint.every_minutes", "must be >= 0");
+  if (c.checkpoint.keep < 2)
+    fail("checkpoint.keep", str_cat("must be >= 2 (a damaged newest checkpoint needs a fallback), got ", c.checkpoint.keep));
+  if (c.run.dir.empty()) fail("run.dir", "must not be empty");
+  if (c.log.every_steps < 1) fail("log.every_steps", str_cat("must be >= 1, got ", c.log.every_steps));
 
   static const std::set<std::string> kLevels = {"debug", "info", "warning", "error"};
   if (kLevels.count(c.log.level) == 0)

@@ -124,6 +124,14 @@ struct TrainConfig {
   double momentum = 0.9;
   double weight_decay = 0.0005;
   LrSchedule lr_schedule = LrSchedule::kPlateau;
+  double lr_decay = 0.1;
+  std::vector<int> lr_steps;
+  int plateau_patience = 1;
+  double plateau_min_delta = 0.0;
+  int max_lr_drops = 3;
+  int linear_scaling_reference = 0;
+  double warmup_epochs = 0;
+  int64_t eval_every_steps = 0;
   template <class V> void visit(V& v) {
     v("seed", seed, "seed of every random draw (init, shuffling, augmentation, dropout)");
     v("batch_size", batch_size, "global batch size, split evenly among worker ranks (paper: 128)");
@@ -133,6 +141,14 @@ struct TrainConfig {
     v("momentum", momentum, "momentum of the paper's SGD rule");
     v("weight_decay", weight_decay, "weight decay of conv and FC weights (not biases, not batch norm)");
     v("lr_schedule", lr_schedule, "plateau: divide by 10 when validation error stops improving (paper); step; constant");
+    v("lr_decay", lr_decay, "factor applied at each drop of the plateau and step schedules (paper: 0.1)");
+    v("lr_steps", lr_steps, "step schedule: the epochs at whose start the learning rate is multiplied by lr_decay");
+    v("plateau_patience", plateau_patience, "plateau schedule: evaluations without improvement of the top-1 error before a drop");
+    v("plateau_min_delta", plateau_min_delta, "plateau schedule: smallest decrease of the top-1 error (a fraction) that counts as improvement");
+    v("max_lr_drops", max_lr_drops, "plateau schedule: at most this many drops (paper: three before termination)");
+    v("linear_scaling_reference", linear_scaling_reference, "linear scaling rule (Goyal et al. 2017): train.lr is meant for this global batch and is scaled by batch_size / reference (0: no scaling)");
+    v("warmup_epochs", warmup_epochs, "gradual warm-up (Goyal et al. 2017): the rate rises linearly per step from train.lr to the scaled rate over these epochs");
+    v("eval_every_steps", eval_every_steps, "also evaluate every this many steps (0: at the end of each epoch and of the run only)");
   }
 };
 
@@ -153,15 +169,33 @@ struct ParallelConfig {
 
 // Where the run's checkpoints go (rank 0 writes them; alexnet-launch checks the folder is writable).
 struct CheckpointConfig {
-  std::string dir = "runs/checkpoints";
+  std::string dir = "";
+  int64_t every_steps = 0;
+  double every_minutes = 0;
+  int keep = 3;
   template <class V> void visit(V& v) {
-    v("dir", dir, "folder of the run's checkpoints, created when missing; relative paths start at the launch directory");
+    v("dir", dir, "folder of the run's checkpoints, created when missing (empty: <run.dir>/checkpoints); relative paths start at the launch directory");
+    v("every_steps", every_steps, "write a checkpoint every this many steps (0: off); one is always written at the end");
+    v("every_minutes", every_minutes, "write a checkpoint when this many minutes have passed since the last one (0: off)");
+    v("keep", keep, "checkpoints kept (the newest; at least 2, so a damaged newest one has a fallback)");
+  }
+};
+
+// The run directory: resolved config, log, metrics.jsonl, checkpoints.
+struct RunConfig {
+  std::string dir = "runs/alexnet";
+  template <class V> void visit(V& v) {
+    v("dir", dir, "run directory (config.yaml, worker.log, metrics.jsonl, checkpoints/); relative paths start at the launch directory");
   }
 };
 
 struct LogConfig {
   std::string level = "info";
-  template <class V> void visit(V& v) { v("level", level, "debug | info | warning | error"); }
+  int64_t every_steps = 10;
+  template <class V> void visit(V& v) {
+    v("level", level, "debug | info | warning | error");
+    v("every_steps", every_steps, "rank 0 prints a progress line and appends a metrics.jsonl record every this many steps");
+  }
 };
 
 struct Config {
@@ -170,6 +204,7 @@ struct Config {
   TrainConfig train;
   ParallelConfig parallel;
   CheckpointConfig checkpoint;
+  RunConfig run;
   LogConfig log;
   template <class V> void visit(V& v) {
     v("model", model, "the network (fixed keys, shared with every tool)");
@@ -177,6 +212,7 @@ struct Config {
     v("train", train, "optimisation");
     v("parallel", parallel, "devices, ranks and threads");
     v("checkpoint", checkpoint, "checkpoints");
+    v("run", run, "the run directory");
     v("log", log, "logging");
   }
 };
@@ -196,6 +232,12 @@ Config default_config(const std::vector<std::string>& overrides = {});
 std::string config_to_yaml(const Config& config);
 // Markdown reference of every key with its default and meaning (docs/config.md).
 std::string config_reference_markdown();
+
+// Every key as "dotted.key" -> its value as the resolved YAML writes it ("model.norm" -> "lrn").
+std::map<std::string, std::string> flatten_config(const Config& config);
+
+// checkpoint.dir, or <run.dir>/checkpoints when it is empty.
+std::string checkpoint_dir(const Config& config);
 
 // Range and consistency checks; errors name the key (and where it came from, when known).
 void validate_config(const Config& config, const ConfigSources& sources = {});

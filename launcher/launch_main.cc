@@ -55,7 +55,7 @@ int launch(int argc, char** argv) {
   const LaunchEnvironment env = LaunchEnvironment::current();
   const LaunchPlan plan = plan_launch(config, options, env);
   check_dataset(config.data);
-  check_checkpoint_dir(config.checkpoint.dir);
+  check_checkpoint_dir(checkpoint_dir(config));
   check_executables(options.bin_dir);
   const std::string mpirun = find_mpirun(options.mpirun, env);
 

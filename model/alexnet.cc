@@ -428,6 +428,12 @@ void AlexNet::backward(const Tensor& dlogits) {
   auto GW = [&](int t, const std::string& layer) -> Tensor& { return towers_[t].g[index_of(layer + "/weight")]; };
   auto GB = [&](int t, const std::string& layer) -> Tensor& { return towers_[t].g[index_of(layer + "/bias")]; };
   auto ws = [&](int t, const std::string& name) -> Tensor& { return towers_[t].ws.at(name); };
+  // Tower t's weight and bias gradients of `layer` are final.
+  auto ready = [&](int t, const std::string& layer) {
+    if (!grad_ready_) return;
+    grad_ready_(t, static_cast<size_t>(index_of(layer + "/weight")));
+    grad_ready_(t, static_cast<size_t>(index_of(layer + "/bias")));
+  };
   // In place: dy becomes the gradient before the activation whose output is y.
   auto act_bwd = [&](const Tensor& y, Tensor& dy) {
     if (relu) relu_backward_cpu(y, dy, dy);
@@ -445,6 +451,7 @@ void AlexNet::backward(const Tensor& dlogits) {
     take_columns(dlogits, t == 0 ? 0 : split8, dl, false);
     Tensor& dx = scratch(t, "dx_fc8", ws(t, "in_fc8").shape());
     linear_backward_cpu(ws(t, "in_fc8"), W(t, "fc8"), dl, &dx, GW(t, "fc8"), GB(t, "fc8"));
+    ready(t, "fc8");
   }
   std::string next_dx = "dx_fc8";
   for (const std::string layer : {"fc7", "fc6"}) {
@@ -458,6 +465,7 @@ void AlexNet::backward(const Tensor& dlogits) {
       Tensor& dx = scratch(t, "dx_" + layer, ws(t, "in_" + layer).shape());
       linear_backward_cpu(ws(t, "in_" + layer), W(t, layer), ws(t, "dh_" + layer), &dx, GW(t, layer),
                           GB(t, layer));
+      ready(t, layer);
     }
     next_dx = "dx_" + layer;
   }
@@ -470,12 +478,15 @@ void AlexNet::backward(const Tensor& dlogits) {
     act_bwd(ws(t, "a5"), da5);
     Tensor& da4 = scratch(t, "da4", {n, kConv4, p2, p2});
     conv2d_backward_cpu(ws(t, "a4"), W(t, "conv5"), da5, &da4, GW(t, "conv5"), GB(t, "conv5"), {1, 1, 1});
+    ready(t, "conv5");
     act_bwd(ws(t, "a4"), da4);
     Tensor& da3 = scratch(t, "da3", {n, kConv3, p2, p2});
     conv2d_backward_cpu(ws(t, "a3"), W(t, "conv4"), da4, &da3, GW(t, "conv4"), GB(t, "conv4"), {1, 1, 1});
+    ready(t, "conv4");
     act_bwd(ws(t, "a3"), da3);
     Tensor& din3 = scratch(t, "dx_in3", ws(t, "in3").shape());
     conv2d_backward_cpu(ws(t, "in3"), W(t, "conv3"), da3, &din3, GW(t, "conv3"), GB(t, "conv3"), {1, 1, 1});
+    ready(t, "conv3");
   }
   for (int t = 0; t < kTowers; ++t) {
     Tower& tw = towers_[t];
@@ -499,14 +510,17 @@ void AlexNet::backward(const Tensor& dlogits) {
           batchnorm_backward_cpu(a, tw.p[index_of("norm" + k + "/weight")], ws(t, tag + ".mean"),
                                  ws(t, tag + ".invstd"), dnorm, *da,
                                  tw.g[index_of("norm" + k + "/weight")], tw.g[index_of("norm" + k + "/bias")]);
+        if (cfg_.norm == NormKind::kBatchNorm) ready(t, "norm" + k);
       }
       act_bwd(a, *da);
       if (which == 2) {
         Tensor& dp1 = scratch(t, "dp1", ws(t, "p1").shape());
         conv2d_backward_cpu(ws(t, "p1"), W(t, "conv2"), *da, &dp1, GW(t, "conv2"), GB(t, "conv2"), {1, 2, 1});
+        ready(t, "conv2");
       } else {
         conv2d_backward_cpu(ws(t, "x"), W(t, "conv1"), *da, nullptr, GW(t, "conv1"),
                             GB(t, "conv1"), {4, 0, 1});
+        ready(t, "conv1");
       }
     }
   }
@@ -522,13 +536,22 @@ double AlexNet::train_pass(const Tensor& images, const Tensor& labels, const Pas
   Tensor& dlogits = scratch(-1, "dlogits", logits.shape());
   softmax_xent_backward_cpu(probs, labels, dlogits);
   if (logits_out) *logits_out = logits.clone();
-  backward(dlogits);
+  grad_ready_ = opt.on_grad_ready;
+  try {
+    backward(dlogits);
+  } catch (...) {
+    grad_ready_ = nullptr;
+    throw;
+  }
+  grad_ready_ = nullptr;
   return loss;
 }
 
 Tensor AlexNet::infer(const Tensor& images) {
   check_batch(images, nullptr);
-  return forward(images, false, PassOptions{false}).clone();
+  PassOptions no_dropout;
+  no_dropout.dropout = false;
+  return forward(images, false, no_dropout).clone();
 }
 
 Tensor AlexNet::activation(int tower, const std::string& name) const {

@@ -5,6 +5,7 @@
 
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -52,6 +53,10 @@ struct PassOptions {
   uint64_t seed = 1;                    // train.seed
   uint64_t step = 0;                    // global step: part of the dropout key
   const int64_t* sample_ids = nullptr;  // global sample index of each row; nullptr: 0..N-1
+  // Called during backward as soon as tower `tower`'s gradient of table entry `index` is final (fc8
+  // first), so its allreduce can start while backward goes on. Every trainable entry of both towers
+  // is reported exactly once per pass.
+  std::function<void(int tower, size_t index)> on_grad_ready;
 };
 
 class AlexNet {
@@ -124,6 +129,7 @@ class AlexNet {
   std::array<Tower, kTowers> towers_;
   std::map<std::string, Tensor> shared_ws_;
   bool pass_dropout_ = false;  // whether the last forward pass applied dropout
+  std::function<void(int, size_t)> grad_ready_;  // the running pass's PassOptions::on_grad_ready
 };
 
 }  // namespace alexnet

@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
   build-essential cmake pkg-config git
   libopenmpi-dev openmpi-bin
-  libhdf5-dev hdf5-tools
+  libhdf5-dev hdf5-tools zlib1g-dev
   libyaml-cpp-dev
   libturbojpeg0-dev libjpeg62-turbo-dev libpng-dev
   libdnnl-dev

@@ -1,0 +1,601 @@
+#include "worker/trainer.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <cstdlib>
+#include <cstring>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <sstream>
+
+#include "checkpoint/checkpoint.h"
+#include "comm/communicator.h"
+#include "comm/grad_buckets.h"
+#include "core/device.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "core/threads.h"
+#include "data_service/client.h"
+#include "launcher/launch_plan.h"
+#include "model/alexnet.h"
+#include "model/layers.h"
+#include "worker/run_state.h"
+#include "worker/schedule.h"
+
+namespace alexnet {
+namespace fs = std::filesystem;
+namespace {
+
+volatile std::sig_atomic_t g_stop_signal = 0;
+
+extern "C" void on_stop_signal(int sig) { g_stop_signal = sig; }
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+std::string fmt(const char* f, double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, f, v);
+  return buf;
+}
+
+std::string hms(double s) {
+  if (!(s >= 0) || s > 1e8) return "?";
+  const long t = static_cast<long>(s + 0.5);
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%ld:%02ld:%02ld", t / 3600, (t / 60) % 60, t % 60);
+  return buf;
+}
+
+// A JSON number that survives a round trip (17 significant digits); JSON has no NaN or infinity.
+std::string num(double v) {
+  if (!std::isfinite(v)) return "null";
+  char buf[40];
+  std::snprintf(buf, sizeof buf, "%.17g", v);
+  return buf;
+}
+
+// Top-k hits of one row of scores against a label.
+bool in_top_k(const float* scores, int64_t classes, int64_t label, int k) {
+  const float target = scores[label];
+  int better = 0;
+  for (int64_t c = 0; c < classes; ++c)
+    if (scores[c] > target || (scores[c] == target && c < label)) ++better;
+  return better < k;
+}
+
+// Row-wise softmax of [rows, classes] into double probabilities (for the ten-view average).
+void softmax_rows(const float* logits, int64_t rows, int64_t classes, std::vector<double>& out) {
+  out.resize(static_cast<size_t>(rows * classes));
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* x = logits + r * classes;
+    double* y = out.data() + r * classes;
+    const float mx = *std::max_element(x, x + classes);
+    double sum = 0;
+    for (int64_t c = 0; c < classes; ++c) sum += (y[c] = std::exp(static_cast<double>(x[c]) - mx));
+    for (int64_t c = 0; c < classes; ++c) y[c] /= sum;
+  }
+}
+
+struct EvalResult {
+  double images = 0;
+  double top1 = 0, top5 = 0;          // centre-crop hits
+  double top1_ten = 0, top5_ten = 0;  // ten-view average hits (ten_crop only)
+  double loss = 0;                    // centre-crop cross-entropy sum
+  int views = 1;
+  double seconds = 0;
+};
+
+class Worker {
+ public:
+  Worker(const Config& config, const WorkerOptions& options, const JobLayout& layout)
+      : config_(config), options_(options), layout_(layout), rank_(layout.index()),
+        folder_(checkpoint_dir(config), config.checkpoint.keep) {}
+
+  int run();
+
+ private:
+  void setup_comm();
+  void restore();
+  void train_step();
+  EvalResult evaluate();
+  void after_evaluation(const EvalResult& r, bool feeds_schedule);
+  void log_progress();
+  void write_checkpoint_now(const std::string& why);
+  void append_metrics(const std::string& json, bool history);
+  void average_buffers();
+  void summary(double wall_s, const std::string& how);
+
+  const Config config_;
+  const WorkerOptions options_;
+  const JobLayout& layout_;
+  const int rank_;
+  CheckpointFolder folder_;
+  std::unique_ptr<DataClient> client_;
+  std::unique_ptr<AlexNet> model_;
+  std::unique_ptr<Communicator> world_;  // metrics and agreement
+  std::array<std::unique_ptr<Communicator>, kTowers> tower_comm_;
+  std::array<std::unique_ptr<GradBuckets>, kTowers> buckets_;
+  std::array<std::vector<size_t>, kTowers> bucket_index_;  // table index -> position in the bucket list
+  std::unique_ptr<LrScheduler> scheduler_;
+  TrainState state_;
+  int64_t steps_per_epoch_ = 0, total_steps_ = 0;
+  double lr_ = 0;
+  std::ofstream metrics_;
+  Clock::time_point start_, last_checkpoint_, interval_start_;
+  int64_t start_step_ = 0;
+  // Timing sums over the current progress interval (rank 0's view; not part of the checkpoint).
+  double t_wait_ = 0, t_step_ = 0, t_exposed_ = 0, t_inflight_ = 0;
+  int64_t t_steps_ = 0;
+  // Whole-run timing sums for the summary.
+  double run_wait_ = 0, run_step_ = 0, run_exposed_ = 0, run_inflight_ = 0;
+  int64_t run_steps_ = 0;
+  bool stop_requested_ = false, checkpoint_due_ = false;
+  int64_t last_eval_step_ = -1;
+  std::string last_checkpoint_path_;
+  EvalResult last_eval_;
+  bool have_eval_ = false;
+};
+
+void Worker::setup_comm() {
+  MPI_Comm comm = layout_.role_comm();
+  int size = 1;
+  MPI_Comm_size(comm, &size);
+  world_ = std::make_unique<MpiCommunicator>(comm);
+  // One communicator per tower (shared/ARCHITECTURE.md): tower t's gradients are reduced among the
+  // tower-t replicas of every rank, and the two reductions are independent.
+  for (int t = 0; t < kTowers; ++t) {
+    if (size == 1) tower_comm_[t] = std::make_unique<LocalCommunicator>();
+    else tower_comm_[t] = std::make_unique<MpiCommunicator>(comm);
+  }
+  GradBucketOptions opts;
+  opts.bucket_bytes = static_cast<size_t>(config_.parallel.bucket_mb * 1024.0 * 1024.0);
+  opts.overlap = !options_.no_overlap;
+  const std::vector<ParamInfo>& table = model_->table();
+  for (int t = 0; t < kTowers; ++t) {
+    Tensor arena = model_->grad_arena(t);
+    float* base = arena.data<float>();
+    std::vector<GradTensor> list;
+    bucket_index_[t].assign(table.size(), SIZE_MAX);
+    size_t offset = 0;
+    for (size_t i = 0; i < table.size(); ++i) {
+      if (!table[i].trainable) continue;
+      const size_t count = static_cast<size_t>(shape_numel(table[i].tower_shape(t)));
+      bucket_index_[t][i] = list.size();
+      list.push_back({str_cat("tower", t, "/", table[i].name), base + offset, count});
+      offset += count;
+    }
+    ALEXNET_CHECK(offset == static_cast<size_t>(arena.numel()), "gradient arena of tower ", t, " holds ",
+                  arena.numel(), " floats, the table ", offset);
+    buckets_[t] = std::make_unique<GradBuckets>(*tower_comm_[t], std::move(list), opts);
+  }
+  if (rank_ == 0) {
+    const auto& plan = buckets_[0]->buckets();
+    log_info("gradient allreduce: ", size, " worker rank(s), per tower ", plan.size(), " bucket(s) of <= ",
+             config_.parallel.bucket_mb, " MiB, ", options_.no_overlap ? "after backward" : "overlapping backward",
+             size == 1 ? " (one rank: nothing to reduce)" : "");
+  }
+}
+
+void Worker::append_metrics(const std::string& json, bool history) {
+  if (rank_ != 0) return;
+  metrics_ << json << "\n";
+  metrics_.flush();
+  (void)history;
+}
+
+void Worker::restore() {
+  // Every rank starts from the paper's initialisation keyed by the seed; rank 0 then loads the resume
+  // point (if any) and broadcasts it, so every replica holds the same bits.
+  model_->init_paper(config_.train.seed);
+  state_.seed = config_.train.seed;
+  state_.global_batch = config_.train.batch_size;
+  std::vector<uint64_t> scalars(16, 0);
+  bool resumed = false;
+  if (rank_ == 0 && !options_.resume.empty()) {
+    std::optional<ResumePoint> point = find_resume_point(options_.resume, folder_);
+    if (point) {
+      const std::string diff = model_difference(point->config, config_);
+      ALEXNET_CHECK(diff.empty(), "cannot resume from ", point->path, ": ", diff,
+                    "; a resume needs the same model (start a new run directory, or fix the config)");
+      if (point->state.seed != config_.train.seed)
+        log_warn("resuming ", point->path, " with train.seed ", config_.train.seed, " (the checkpoint used ",
+                 point->state.seed, "): augmentation and dropout draws differ from the original run");
+      if (point->state.global_batch != config_.train.batch_size)
+        log_warn("resuming ", point->path, " with train.batch_size ", config_.train.batch_size,
+                 " (the checkpoint used ", point->state.global_batch, "): the data cursor is re-read in the new batch size");
+      model_->load_state(point->data.model, point->path);
+      model_->load_momentum(point->data.momentum, point->path);
+      state_ = point->state;
+      state_.seed = config_.train.seed;
+      state_.global_batch = config_.train.batch_size;
+      resumed = true;
+      log_info("resuming from ", point->path, ": step ", state_.step, ", epoch ", state_.epoch, " step ",
+               state_.epoch_step, " (written by ", state_.workers, " worker rank(s))");
+    }
+  }
+  if (rank_ == 0) {
+    scalars[0] = resumed;
+    scalars[1] = static_cast<uint64_t>(state_.step);
+    scalars[2] = static_cast<uint64_t>(state_.epoch);
+    scalars[3] = static_cast<uint64_t>(state_.epoch_step);
+    scalars[4] = static_cast<uint64_t>(state_.schedule.drops);
+    std::memcpy(&scalars[5], &state_.schedule.best_error, 8);
+    scalars[6] = static_cast<uint64_t>(state_.schedule.bad_evaluations);
+    std::memcpy(&scalars[7], &state_.interval.loss, 8);
+    std::memcpy(&scalars[8], &state_.interval.correct, 8);
+    std::memcpy(&scalars[9], &state_.interval.images, 8);
+    scalars[10] = static_cast<uint64_t>(state_.interval.steps);
+  }
+  const std::vector<uint64_t> all = world_->allgather(scalars);  // rank 0's come first
+  resumed = all[0] != 0;
+  if (!resumed) return;
+  state_.step = static_cast<int64_t>(all[1]);
+  state_.epoch = static_cast<int64_t>(all[2]);
+  state_.epoch_step = static_cast<int64_t>(all[3]);
+  state_.schedule.drops = static_cast<int>(all[4]);
+  std::memcpy(&state_.schedule.best_error, &all[5], 8);
+  state_.schedule.bad_evaluations = static_cast<int>(all[6]);
+  std::memcpy(&state_.interval.loss, &all[7], 8);
+  std::memcpy(&state_.interval.correct, &all[8], 8);
+  std::memcpy(&state_.interval.images, &all[9], 8);
+  state_.interval.steps = static_cast<int64_t>(all[10]);
+  if (world_->size() > 1) {
+    std::map<std::string, Tensor> params = model_->state(), momentum = model_->momentum();
+    for (auto& [name, t] : params) world_->broadcast(t.data<float>(), static_cast<size_t>(t.numel()), 0);
+    for (auto& [name, t] : momentum) world_->broadcast(t.data<float>(), static_cast<size_t>(t.numel()), 0);
+    model_->load_state(params, "the broadcast from worker 0");
+    model_->load_momentum(momentum, "the broadcast from worker 0");
+  }
+}
+
+void Worker::average_buffers() {
+  // Batch-norm running statistics come from each rank's own batches; averaging them every step keeps
+  // the replicas identical (gradients are averaged by the buckets).
+  if (world_->size() == 1 || config_.model.norm != NormKind::kBatchNorm) return;
+  std::map<std::string, Tensor> st = model_->state();
+  bool any = false;
+  for (const ParamInfo& p : model_->table())
+    if (!p.trainable) {
+      Tensor& t = st.at(p.name);
+      world_->allreduce(t.data<float>(), static_cast<size_t>(t.numel()), ReduceOp::kAverage);
+      any = true;
+    }
+  if (any) model_->load_state(st, "the averaged batch-norm statistics");
+}
+
+void Worker::train_step() {
+  const auto t0 = Clock::now();
+  TrainBatch batch = client_->next_train_batch(state_.epoch, state_.epoch_step);
+  const double wait = seconds_since(t0);
+  lr_ = scheduler_->lr(state_.step, state_.epoch, state_.schedule);
+  PassOptions pass;
+  pass.dropout = true;
+  pass.seed = config_.train.seed;
+  pass.step = static_cast<uint64_t>(state_.step);
+  pass.sample_ids = batch.samples.data();
+  pass.on_grad_ready = [this](int tower, size_t index) { buckets_[tower]->mark_ready(bucket_index_[tower][index]); };
+  Tensor logits;
+  const double loss = model_->train_pass(batch.images, batch.labels, pass, &logits);
+  for (int t = 0; t < kTowers; ++t) buckets_[t]->wait_all();
+  average_buffers();
+  model_->sgd_step(lr_, config_.train.momentum, config_.train.weight_decay);
+
+  const int64_t n = logits.dim(0), classes = logits.dim(1);
+  double correct = 0;
+  const float* l = logits.data<float>();
+  const int64_t* y = batch.labels.data<int64_t>();
+  for (int64_t i = 0; i < n; ++i) correct += in_top_k(l + i * classes, classes, y[i], 1);
+  // One small reduction per step: the metrics, and the agreement on stopping and checkpointing.
+  const bool time_due = rank_ == 0 && config_.checkpoint.every_minutes > 0 &&
+                        seconds_since(last_checkpoint_) >= config_.checkpoint.every_minutes * 60.0;
+  double m[5] = {loss, correct, static_cast<double>(n), g_stop_signal != 0 ? 1.0 : 0.0, time_due ? 1.0 : 0.0};
+  world_->allreduce_metrics(m, 5, ReduceOp::kSum);
+  const double step_loss = m[0] / world_->size();
+  state_.interval.loss += step_loss;
+  state_.interval.correct += m[1];
+  state_.interval.images += m[2];
+  state_.interval.steps += 1;
+  stop_requested_ = m[3] > 0;
+  checkpoint_due_ = m[4] > 0;
+  ALEXNET_CHECK(std::isfinite(step_loss), "the training loss is ", step_loss, " at step ", state_.step,
+                " (lr ", lr_, "): training diverged; lower train.lr");
+
+  state_.step += 1;
+  state_.epoch_step += 1;
+  if (state_.epoch_step == steps_per_epoch_) {
+    state_.epoch += 1;
+    state_.epoch_step = 0;
+  }
+  const double step_s = seconds_since(t0);
+  double exposed = 0, inflight = 0;
+  for (int t = 0; t < kTowers; ++t) {
+    exposed += buckets_[t]->last_timing().exposed_s;
+    inflight = std::max(inflight, buckets_[t]->last_timing().in_flight_s);
+  }
+  t_wait_ += wait, t_step_ += step_s, t_exposed_ += exposed, t_inflight_ += inflight, ++t_steps_;
+  run_wait_ += wait, run_step_ += step_s, run_exposed_ += exposed, run_inflight_ += inflight, ++run_steps_;
+}
+
+void Worker::log_progress() {
+  const IntervalSums& s = state_.interval;
+  if (s.steps == 0) return;
+  const double loss = s.loss / s.steps, top1 = s.correct / std::max(1.0, s.images);
+  std::ostringstream rec;
+  rec << "{\"kind\": \"train\", \"step\": " << state_.step << ", \"epoch\": " << state_.epoch
+      << ", \"loss\": " << num(loss) << ", \"top1\": " << num(top1) << ", \"lr\": " << num(lr_) << "}";
+  state_.history += rec.str() + "\n";
+  if (rank_ == 0) {
+    const double img_s = t_step_ > 0 ? t_steps_ * config_.train.batch_size / t_step_ : 0;
+    const double data_pct = t_step_ > 0 ? 100.0 * t_wait_ / t_step_ : 0;
+    const double exposed = t_steps_ ? t_exposed_ / t_steps_ : 0;
+    const double hidden = t_inflight_ > 0 ? std::max(0.0, 1.0 - t_exposed_ / t_inflight_) : 0;
+    const double step_s = t_steps_ ? t_step_ / t_steps_ : 0;
+    const double eta = step_s * static_cast<double>(total_steps_ - state_.step);
+    const int64_t epochs = config_.train.epochs;
+    log_info("epoch ", (state_.step - 1) / steps_per_epoch_ + 1, "/", epochs, "  step ", state_.step, "/", total_steps_, "  loss ", fmt("%.4f", loss), "  top-1 ",
+             fmt("%.1f%%", 100 * top1), "  lr ", fmt("%.4g", lr_), "  ", fmt("%.1f", img_s), " img/s  data wait ",
+             fmt("%.0f%%", data_pct), "  allreduce exposed ", fmt("%.3f s", exposed), " (", fmt("%.0f%%", 100 * hidden),
+             " hidden)  ETA ", hms(eta));
+    std::ostringstream full;
+    full << "{\"kind\": \"train\", \"step\": " << state_.step << ", \"epoch\": " << state_.epoch
+         << ", \"loss\": " << num(loss) << ", \"top1\": " << num(top1) << ", \"lr\": " << num(lr_)
+         << ", \"img_per_s\": " << num(img_s) << ", \"step_s\": " << num(step_s)
+         << ", \"data_wait_s\": " << num(t_steps_ ? t_wait_ / t_steps_ : 0)
+         << ", \"compute_s\": " << num(t_steps_ ? (t_step_ - t_wait_ - t_exposed_) / t_steps_ : 0)
+         << ", \"exposed_comm_s\": " << num(exposed) << ", \"comm_in_flight_s\": " << num(t_steps_ ? t_inflight_ / t_steps_ : 0)
+         << ", \"hidden_fraction\": " << num(hidden) << ", \"elapsed_s\": " << num(seconds_since(start_)) << "}";
+    append_metrics(full.str(), false);
+  }
+  state_.interval = IntervalSums{};
+  t_wait_ = t_step_ = t_exposed_ = t_inflight_ = 0;
+  t_steps_ = 0;
+}
+
+EvalResult Worker::evaluate() {
+  const auto t0 = Clock::now();
+  EvalResult r;
+  const int64_t chunk = std::max<int64_t>(1, client_->info().batch);
+  std::vector<double> probs;
+  for (int64_t b = 0; b < client_->num_eval_batches(); ++b) {
+    EvalData d = client_->eval_batch(b);
+    const int views = d.views;
+    r.views = views;
+    const int64_t rows = d.images.dim(0);
+    std::vector<Tensor> parts;
+    for (int64_t i = 0; i < rows; i += chunk) parts.push_back(model_->infer(d.images.slice0(i, std::min(rows, i + chunk))));
+    Tensor logits = parts.size() == 1 ? parts[0] : concat0(parts);
+    const int64_t classes = logits.dim(1);
+    const float* l = logits.data<float>();
+    softmax_rows(l, rows, classes, probs);
+    const int64_t* y = d.labels.data<int64_t>();
+    std::vector<float> avg(static_cast<size_t>(classes));
+    for (size_t j = 0; j < d.mask.size(); ++j) {
+      if (!d.mask[j]) continue;
+      const int64_t row = static_cast<int64_t>(j) * views;  // view 0 is the centre crop
+      r.images += 1;
+      r.top1 += in_top_k(l + row * classes, classes, y[j], 1);
+      r.top5 += in_top_k(l + row * classes, classes, y[j], std::min<int>(5, static_cast<int>(classes)));
+      r.loss += -std::log(std::max(probs[static_cast<size_t>(row * classes + y[j])], 1e-300));
+      if (views > 1) {
+        for (int64_t c = 0; c < classes; ++c) {
+          double s = 0;
+          for (int v = 0; v < views; ++v) s += probs[static_cast<size_t>((row + v) * classes + c)];
+          avg[static_cast<size_t>(c)] = static_cast<float>(s / views);
+        }
+        r.top1_ten += in_top_k(avg.data(), classes, y[j], 1);
+        r.top5_ten += in_top_k(avg.data(), classes, y[j], std::min<int>(5, static_cast<int>(classes)));
+      }
+    }
+  }
+  double m[6] = {r.images, r.top1, r.top5, r.top1_ten, r.top5_ten, r.loss};
+  world_->allreduce_metrics(m, 6, ReduceOp::kSum);
+  r.images = m[0], r.top1 = m[1], r.top5 = m[2], r.top1_ten = m[3], r.top5_ten = m[4], r.loss = m[5];
+  r.seconds = seconds_since(t0);
+  return r;
+}
+
+void Worker::after_evaluation(const EvalResult& r, bool feeds_schedule) {
+  if (r.images == 0) {
+    if (rank_ == 0) log_warn("evaluation at step ", state_.step, " skipped: the validation set is empty");
+    return;
+  }
+  last_eval_ = r;
+  have_eval_ = true;
+  last_eval_step_ = state_.step;
+  const double n = std::max(1.0, r.images);
+  const double e1 = 1 - r.top1 / n, e5 = 1 - r.top5 / n;
+  std::ostringstream rec;
+  rec << "{\"kind\": \"eval\", \"step\": " << state_.step << ", \"epoch\": " << state_.epoch
+      << ", \"images\": " << num(r.images) << ", \"loss\": " << num(r.loss / n) << ", \"top1_error\": " << num(e1)
+      << ", \"top5_error\": " << num(e5);
+  if (r.views > 1)
+    rec << ", \"ten_crop_top1_error\": " << num(1 - r.top1_ten / n) << ", \"ten_crop_top5_error\": " << num(1 - r.top5_ten / n);
+  std::string line = rec.str();
+  if (feeds_schedule) {
+    const int before = state_.schedule.drops;
+    scheduler_->on_evaluation(r.views > 1 ? 1 - r.top1_ten / n : e1, state_.schedule);
+    if (state_.schedule.drops != before) line += ", \"lr_drop\": " + std::to_string(state_.schedule.drops);
+    state_.history += line + "}\n";
+    if (state_.schedule.drops != before && rank_ == 0)
+      log_info("validation error stopped improving: learning rate x", config_.train.lr_decay, " (drop ",
+               state_.schedule.drops, " of at most ", config_.train.max_lr_drops, ")");
+  }
+  if (rank_ == 0) {
+    std::string msg = str_cat("evaluation at step ", state_.step, ": ", static_cast<int64_t>(r.images),
+                              " validation images, top-1 error ", fmt("%.2f%%", 100 * e1), ", top-5 error ",
+                              fmt("%.2f%%", 100 * e5), " (centre crop)");
+    if (r.views > 1)
+      msg += str_cat("; ten-view average: top-1 error ", fmt("%.2f%%", 100 * (1 - r.top1_ten / n)), ", top-5 error ",
+                     fmt("%.2f%%", 100 * (1 - r.top5_ten / n)));
+    log_info(msg, " [", fmt("%.1f", r.seconds), " s]");
+    append_metrics(line + ", \"seconds\": " + num(r.seconds) + "}", false);
+  }
+}
+
+void Worker::write_checkpoint_now(const std::string& why) {
+  if (rank_ == 0) {
+    const auto t0 = Clock::now();
+    CheckpointData d;
+    d.config_yaml = config_to_yaml(config_);
+    d.model = model_->state();
+    d.momentum = model_->momentum();
+    d.step = state_.step;
+    d.epoch = state_.epoch;
+    TrainState s = state_;
+    s.workers = world_->size();
+    put_train_state(s, d);
+    last_checkpoint_path_ = folder_.save(d, state_.step);
+    log_info("checkpoint ", last_checkpoint_path_, " (", why, ", ", fmt("%.1f", seconds_since(t0)), " s)");
+    append_metrics(str_cat("{\"kind\": \"checkpoint\", \"step\": ", state_.step, ", \"path\": \"",
+                           last_checkpoint_path_, "\", \"reason\": \"", why, "\"}"), false);
+  }
+  last_checkpoint_ = Clock::now();
+  world_->barrier();  // no rank runs ahead (or exits) before the file is complete
+}
+
+void Worker::summary(double wall_s, const std::string& how) {
+  if (rank_ != 0) return;
+  const double steps = std::max<int64_t>(1, run_steps_);
+  const double hidden = run_inflight_ > 0 ? std::max(0.0, 1.0 - run_exposed_ / run_inflight_) : 0;
+  log_info("summary: ", how, "; ", run_steps_, " steps this run (", start_step_, " -> ", state_.step, " of ",
+           total_steps_, ") in ", hms(wall_s), "; ", fmt("%.1f", run_step_ > 0 ? run_steps_ * config_.train.batch_size / run_step_ : 0),
+           " img/s; per step ", fmt("%.3f s", run_step_ / steps), " = compute ",
+           fmt("%.3f", (run_step_ - run_wait_ - run_exposed_) / steps), " + data wait ", fmt("%.3f", run_wait_ / steps),
+           " + exposed allreduce ", fmt("%.3f", run_exposed_ / steps), " (", fmt("%.0f%%", 100 * hidden),
+           " of communication hidden)");
+  if (have_eval_) {
+    const double n = std::max(1.0, last_eval_.images);
+    log_info("summary: validation at step ", last_eval_step_, ": top-1 error ", fmt("%.2f%%", 100 * (1 - last_eval_.top1 / n)),
+             " (top-1 accuracy ", fmt("%.2f%%", 100 * last_eval_.top1 / n), "), top-5 error ",
+             fmt("%.2f%%", 100 * (1 - last_eval_.top5 / n)),
+             last_eval_.views > 1 ? str_cat("; ten-view top-1 error ", fmt("%.2f%%", 100 * (1 - last_eval_.top1_ten / n))) : "");
+  }
+  std::ostringstream rec;
+  rec << "{\"kind\": \"summary\", \"how\": \"" << how << "\", \"step\": " << state_.step << ", \"steps_run\": " << run_steps_
+      << ", \"wall_s\": " << num(wall_s) << ", \"step_s\": " << num(run_step_ / steps)
+      << ", \"compute_s\": " << num((run_step_ - run_wait_ - run_exposed_) / steps)
+      << ", \"data_wait_s\": " << num(run_wait_ / steps) << ", \"exposed_comm_s\": " << num(run_exposed_ / steps)
+      << ", \"comm_in_flight_s\": " << num(run_inflight_ / steps) << ", \"hidden_fraction\": " << num(hidden)
+      << ", \"workers\": " << world_->size() << ", \"overlap\": " << (options_.no_overlap ? "false" : "true")
+      << ", \"bucket_mb\": " << num(config_.parallel.bucket_mb) << "}";
+  append_metrics(rec.str(), false);
+}
+
+int Worker::run() {
+  start_ = last_checkpoint_ = Clock::now();
+  if (config_.parallel.backend == BackendKind::kCuda)
+    ALEXNET_FAIL("config key 'parallel.backend': cuda is not available in this build of alexnet-worker "
+                 "(the CUDA backend is not implemented yet); use cpu or auto");
+  int threads = config_.parallel.threads;
+  if (threads == 0) {
+    const char* env = std::getenv("OMP_NUM_THREADS");
+    threads = env ? std::max(1, std::atoi(env)) : 0;
+  }
+  threads = set_cpu_threads(threads);
+  model_ = std::make_unique<AlexNet>(config_.model);
+  if (rank_ == 0) {
+    std::error_code ec;
+    fs::create_directories(config_.run.dir, ec);
+    ALEXNET_CHECK(!ec, "config key 'run.dir': cannot create '", config_.run.dir, "': ", ec.message());
+    set_log_file((fs::path(config_.run.dir) / "worker.log").string());
+    metrics_.open((fs::path(config_.run.dir) / "metrics.jsonl").string(), std::ios::app);
+    ALEXNET_CHECK(metrics_.good(), "cannot write ", config_.run.dir, "/metrics.jsonl");
+    std::ofstream cfg((fs::path(config_.run.dir) / "config.yaml").string(), std::ios::trunc);
+    cfg << config_to_yaml(config_);
+    ALEXNET_CHECK(cfg.good(), "cannot write ", config_.run.dir, "/config.yaml");
+    log_info("alexnet-worker: run directory ", config_.run.dir, "; ", layout_.num_workers(), " worker rank(s) x ",
+             threads, " CPU thread(s), CPU backend (", device_summary(), ")");
+  }
+  setup_comm();
+  restore();
+  client_ = std::make_unique<DataClient>(layout_, config_);
+  const DataInfo& info = client_->info();
+  steps_per_epoch_ = info.steps_per_epoch;
+  ALEXNET_CHECK(steps_per_epoch_ > 0, "the training set (", info.num_train, " images) holds no full global batch of ",
+                config_.train.batch_size, "; lower train.batch_size");
+  total_steps_ = steps_per_epoch_ * config_.train.epochs;
+  if (config_.train.max_steps > 0) total_steps_ = std::min(total_steps_, config_.train.max_steps);
+  scheduler_ = std::make_unique<LrScheduler>(config_.train, steps_per_epoch_);
+  start_step_ = state_.step;
+  // A checkpoint written with another global batch: re-derive the cursor from the step count.
+  if (state_.epoch * steps_per_epoch_ + state_.epoch_step != state_.step) {
+    state_.epoch = state_.step / steps_per_epoch_;
+    state_.epoch_step = state_.step % steps_per_epoch_;
+  }
+  if (rank_ == 0) {
+    log_info("data: ", info.num_train, " training and ", info.num_val, " validation images, ", info.num_classes,
+             " classes; global batch ", config_.train.batch_size, " (", info.batch, " per worker), ", steps_per_epoch_,
+             " steps per epoch, ", total_steps_, " steps in all");
+    log_info("learning rate: ", scheduler_->describe());
+    append_metrics(str_cat("{\"kind\": \"start\", \"step\": ", state_.step, ", \"workers\": ", world_->size(),
+                           ", \"total_steps\": ", total_steps_, ", \"resumed_from\": \"",
+                           state_.step > 0 ? "checkpoint" : "", "\"}"), false);
+  }
+
+  if (options_.eval_only) {
+    after_evaluation(evaluate(), false);
+    client_->shutdown();
+    summary(seconds_since(start_), "evaluation only");
+    return 0;
+  }
+
+  int status = 0;
+  std::string how = "finished";
+  while (state_.step < total_steps_) {
+    train_step();
+    const bool epoch_end = state_.epoch_step == 0;
+    if (state_.interval.steps > 0 && (state_.step % config_.log.every_steps == 0 || epoch_end || state_.step == total_steps_))
+      log_progress();
+    const bool periodic_eval = config_.train.eval_every_steps > 0 && state_.step % config_.train.eval_every_steps == 0;
+    if (epoch_end || periodic_eval) after_evaluation(evaluate(), true);
+    if (stop_requested_) {
+      if (rank_ == 0) log_info("stop requested by a signal: checkpoint at step ", state_.step, ", then exit ", kExitCheckpointedOnSignal);
+      write_checkpoint_now("signal");
+      status = kExitCheckpointedOnSignal;
+      how = "stopped by a signal";
+      break;
+    }
+    if (state_.step == total_steps_) {
+      write_checkpoint_now("end of training");
+    } else if ((config_.checkpoint.every_steps > 0 && state_.step % config_.checkpoint.every_steps == 0) || checkpoint_due_) {
+      write_checkpoint_now(checkpoint_due_ ? "time" : "every_steps");
+    }
+  }
+  if (status == 0 && last_eval_step_ != state_.step) after_evaluation(evaluate(), false);
+  client_->shutdown();
+  summary(seconds_since(start_), how);
+  if (rank_ == 0) {
+    if (status == kExitCheckpointedOnSignal)
+      log_info("resume with: --resume auto (same config and run.dir); latest checkpoint ", last_checkpoint_path_);
+    else if (!last_checkpoint_path_.empty())
+      log_info("run directory ", config_.run.dir, ": config.yaml, worker.log, metrics.jsonl, checkpoints in ",
+               folder_.dir(), " (latest ", last_checkpoint_path_, ")");
+  }
+  return status;
+}
+
+}  // namespace
+
+void install_stop_handlers() {
+  struct sigaction sa {};
+  sa.sa_handler = on_stop_signal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  sigaction(SIGUSR1, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+}
+
+int run_worker(const Config& config, const WorkerOptions& options, const JobLayout& layout) {
+  Worker worker(config, options, layout);
+  return worker.run();
+}
+
+}  // namespace alexnet
