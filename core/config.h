@@ -16,6 +16,7 @@ enum class NormKind { kLrn, kLrn2d, kBatchNorm, kNone };
 enum class MeanKind { kImage, kChannel };
 enum class LrSchedule { kPlateau, kStep, kConstant };
 enum class BackendKind { kAuto, kCpu, kCuda };
+enum class InitKind { kPaper, kScaled };
 enum class Precision { kFloat32, kTf32, kBf16 };
 
 template <class E> struct EnumNames;
@@ -30,6 +31,9 @@ template <> struct EnumNames<MeanKind> {
 };
 template <> struct EnumNames<LrSchedule> {
   static constexpr const char* kNames[] = {"plateau", "step", "constant"};
+};
+template <> struct EnumNames<InitKind> {
+  static constexpr const char* kNames[] = {"paper", "scaled"};
 };
 template <> struct EnumNames<BackendKind> {
   static constexpr const char* kNames[] = {"auto", "cpu", "cuda"};
@@ -117,6 +121,7 @@ struct DataConfig {
 
 struct TrainConfig {
   uint64_t seed = 1;
+  InitKind init = InitKind::kPaper;
   int batch_size = 128;
   int epochs = 90;
   int64_t max_steps = 0;
@@ -134,6 +139,7 @@ struct TrainConfig {
   int64_t eval_every_steps = 0;
   template <class V> void visit(V& v) {
     v("seed", seed, "seed of every random draw (init, shuffling, augmentation, dropout)");
+    v("init", init, "paper: weights ~ N(0, 0.01^2), biases 1 in conv2/4/5 and fc6/7 (§5); scaled: He et al. 2015 variances, biases 0 (starts learning far sooner)");
     v("batch_size", batch_size, "global batch size, split evenly among worker ranks (paper: 128)");
     v("epochs", epochs, "training epochs");
     v("max_steps", max_steps, "stop after this many steps (0: no limit)");

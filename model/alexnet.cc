@@ -3,6 +3,7 @@
 #include "model/alexnet.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 
 #include "core/error.h"
@@ -154,7 +155,11 @@ int AlexNet::index_of(const std::string& name) const {
   ALEXNET_FAIL("no tensor named '", name, "' in this network (norm: ", enum_name(cfg_.norm), ")");
 }
 
-void AlexNet::init_paper(uint64_t seed) {
+void AlexNet::init_paper(uint64_t seed) { init_weights(seed, false, 1.0); }
+
+void AlexNet::init_scaled(uint64_t seed, double input_std) { init_weights(seed, true, input_std); }
+
+void AlexNet::init_weights(uint64_t seed, bool scaled, double input_std) {
   for (size_t i = 0; i < table_.size(); ++i) {
     const ParamInfo& info = table_[i];
     const std::string layer = info.name.substr(0, info.name.find('/'));
@@ -168,11 +173,16 @@ void AlexNet::init_paper(uint64_t seed) {
       if (what == "weight" && layer.rfind("norm", 0) != 0) {
         const int64_t base = info.tower_rows_begin(t) * row;
         const CounterRng rng(key, 0);
+        double std = kInitStd;
+        if (scaled) {
+          std = std::sqrt((layer == "fc8" ? 1.0 : 2.0) / static_cast<double>(row));
+          if (layer == "conv1") std /= input_std;
+        }
 #pragma omp parallel for
-        for (int64_t e = 0; e < n; ++e) d[e] = static_cast<float>(kInitStd * rng.normal(base + e));
+        for (int64_t e = 0; e < n; ++e) d[e] = static_cast<float>(std * rng.normal(base + e));
       } else {
         float value = 0.0f;
-        if (what == "bias" && (layer == "conv2" || layer == "conv4" || layer == "conv5" ||
+        if (!scaled && what == "bias" && (layer == "conv2" || layer == "conv4" || layer == "conv5" ||
                                layer == "fc6" || layer == "fc7"))
           value = 1.0f;
         if (what == "weight" || what == "running_var") value = 1.0f;  // batch-norm scale, variance

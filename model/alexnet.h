@@ -74,6 +74,11 @@ class AlexNet {
   // fc7 and 0 elsewhere; batch-norm scale 1, shift 0, running mean 0, variance 1. Each element's
   // draw is keyed by (seed, layer, merged index), so it does not depend on tower placement.
   void init_paper(uint64_t seed);
+  // He et al. (2015) scaling instead of the paper's fixed 0.01: weights ~ N(0, 2 / fan_in) (fan_in: the
+  // inputs one output sees, per group; fc8: 1 / fan_in), conv1's divided further by `input_std` (the
+  // spread of the mean-subtracted 0..255 pixels), every bias 0. Same keyed draws as init_paper.
+  // Trains from scratch much sooner than the paper's initialisation (train.init: scaled).
+  void init_scaled(uint64_t seed, double input_std = 64.0);
 
   // Parameters and buffers as CPU float32 tensors in the merged layout, keyed "conv1/weight".
   std::map<std::string, Tensor> state() const;
@@ -116,6 +121,7 @@ class AlexNet {
   };
 
   int index_of(const std::string& name) const;
+  void init_weights(uint64_t seed, bool scaled, double input_std);
   Tensor& scratch(int tower, const std::string& name, const Shape& shape, DType dtype = DType::kF32);
   void check_batch(const Tensor& images, const Tensor* labels) const;
   // Runs the forward pass; returns the logits [N, K] (a scratch tensor).

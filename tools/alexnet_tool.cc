@@ -90,7 +90,9 @@ int cmd_init(int argc, char** argv) {
   const std::string out = args.get("--out");
   set_cpu_threads(cfg.parallel.threads);
   AlexNet net(cfg.model);
-  net.init_paper(static_cast<uint64_t>(args.get_int_or("--seed", static_cast<int64_t>(cfg.train.seed))));
+  const auto seed = static_cast<uint64_t>(args.get_int_or("--seed", static_cast<int64_t>(cfg.train.seed)));
+  if (cfg.train.init == InitKind::kScaled) net.init_scaled(seed);
+  else net.init_paper(seed);
   CheckpointData ck;
   ck.config_yaml = config_to_yaml(cfg);
   ck.model = net.state();

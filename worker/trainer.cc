@@ -194,7 +194,8 @@ void Worker::append_metrics(const std::string& json, bool history) {
 void Worker::restore() {
   // Every rank starts from the paper's initialisation keyed by the seed; rank 0 then loads the resume
   // point (if any) and broadcasts it, so every replica holds the same bits.
-  model_->init_paper(config_.train.seed);
+  if (config_.train.init == InitKind::kScaled) model_->init_scaled(config_.train.seed);
+  else model_->init_paper(config_.train.seed);
   state_.seed = config_.train.seed;
   state_.global_batch = config_.train.batch_size;
   std::vector<uint64_t> scalars(16, 0);
