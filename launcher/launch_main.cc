@@ -15,7 +15,7 @@ int launch(int argc, char** argv) {
   using namespace alexnet;
   ArgParser args("alexnet-launch",
                  "--config FILE [--set key=value ...] [--workers W] [--data-services D]\n"
-                 "       [--hosts h1:slots,h2:slots | --hostfile F] [--resume auto|PATH] [--dry-run]\n"
+                 "       [--hosts h1:slots,h2:slots | --hostfile F] [--resume auto|PATH] [--eval-only] [--dry-run]\n"
                  "       [--bin-dir DIR] [--mpirun PATH]\n"
                  "Checks the config, the dataset, the checkpoint folder and the executables, then runs the\n"
                  "training job: D alexnet-data-service and W alexnet-worker ranks under one mpirun\n"
@@ -26,6 +26,7 @@ int launch(int argc, char** argv) {
   args.option("--hosts", "nodes and their slots: h1:4,h2:4 (a host without :N has 1 slot)");
   args.option("--hostfile", "Open MPI hostfile: 'host slots=N' per line");
   args.option("--resume", "passed to every worker: auto (the latest checkpoint in checkpoint.dir) or a file");
+  args.flag("--eval-only", "passed to every worker: evaluate the --resume weights on the validation set and stop");
   args.flag("--dry-run", "print the mpirun command (one line) after the checks, and exit");
   args.option("--bin-dir", "folder of alexnet-worker and alexnet-data-service (default: this program's)");
   args.option("--mpirun", "the mpirun to run (default: mpirun from PATH)");
@@ -45,6 +46,7 @@ int launch(int argc, char** argv) {
   options.hosts = args.get_or("--hosts", "");
   options.hostfile = args.get_or("--hostfile", "");
   options.resume = args.get_or("--resume", "");
+  options.eval_only = args.has("--eval-only");
   options.dry_run = args.has("--dry-run");
   options.bin_dir = args.get_or("--bin-dir", "");
   if (options.bin_dir.empty()) options.bin_dir = own_bin_dir();

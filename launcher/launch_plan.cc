@@ -353,6 +353,7 @@ LaunchPlan plan_launch(const Config& config, const LaunchOptions& options, const
     a.push_back(bin + "/" + program);
     a.insert(a.end(), rank_args.begin(), rank_args.end());
     if (worker && !options.resume.empty()) a.insert(a.end(), {"--resume", options.resume});
+    if (worker && options.eval_only) a.push_back("--eval-only");
   };
   for (const NodePlan& node : plan.nodes) add_context(node, node.services, "alexnet-data-service", false);
   for (const NodePlan& node : plan.nodes) add_context(node, node.workers, "alexnet-worker", true);

@@ -37,6 +37,7 @@ struct LaunchOptions {
   std::string hosts;                      // --hosts h1:slots,h2:slots
   std::string hostfile;                   // --hostfile F
   std::string resume;                     // --resume, passed to the workers ("auto", a path)
+  bool eval_only = false;                 // --eval-only, passed to the workers
   bool dry_run = false;
   std::string bin_dir;                    // folder holding alexnet-worker and alexnet-data-service
   std::string mpirun = "mpirun";

@@ -1,33 +1,40 @@
 #!/usr/bin/env bash
-# Sets everything up (dependencies, build) and runs the main job on its embedded default, on the CPU with
-# a generated dataset (no GPU, no ImageNet): synthesize an ImageNet-layout dataset, prepare it (index,
-# mean image, PCA lighting statistics, shards), dump the samples the data service would send with a
-# contact sheet, then take SGD steps of the paper's 1000-class two-tower AlexNet on them and inspect
-# the checkpoint.
+# Sets everything up (dependencies, build) and runs the main job on its embedded default
+# (configs/demo.yaml): on the CPU, without a GPU or ImageNet, it synthesizes a 10-class dataset in
+# ImageNet's layout when it is missing, prepares it, and trains the paper's two-tower AlexNet with
+# alexnet-launch: 1 data service and 2 worker ranks under mpirun, for a few minutes, with evaluation and
+# checkpoints. Extra arguments go to alexnet-launch (e.g. --set train.epochs=3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/build.sh
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-out=runs/demo
-mkdir -p "$out"
-tool=build/bin/alexnet-tool
-data="$out/data"
-set_data=(--set "data.root=$data" --set "data.prepared=$out/prepared")
+bin=build/bin
+config=configs/demo.yaml
+data=data/synth10
+run="runs/demo/$(date -u +%Y%m%d-%H%M%S)"
 
-echo "== synthesize a 10-class dataset in ImageNet's layout"
-$tool synth --out "$data" --classes 10 --train-per-class 32 --val-per-class 8 --seed 1
-echo "== prepare: index, mean image, RGB covariance and its eigenvectors, pre-resized shards"
-$tool prepare --config configs/alexnet.yaml "${set_data[@]}" --shards
-echo "== augment-dump: the first 16 training samples of epoch 0, as the service sends them"
-$tool augment-dump --config configs/alexnet.yaml "${set_data[@]}" --split train --epoch 0 --count 16 \
-  --out "$out/augment.h5" --png "$out/augment.png"
-echo "== model: paper init, 3 SGD steps of the paper's rule on those samples (the loss falls), gradients, inspect"
-$tool init --config configs/alexnet.yaml --out "$out/step0.h5"
-# One small batch taken again and again: the learning rate is a tenth of the paper's 0.01 (batch 128).
-for i in 1 2 3; do
-  $tool step --checkpoint "$out/step$((i - 1)).h5" --batch "$out/augment.h5" --lr 0.001 --out "$out/step$i.h5"
-done
-$tool grad --checkpoint "$out/step3.h5" --batch "$out/augment.h5" --out "$out/grad3.h5"
-$tool inspect "$out/step3.h5"
-echo "== LRN and batch norm on the worked examples"
-$tool norm-examples
+echo "== dataset: $data (10 classes, 640 training and 200 validation images, ImageNet's layout and formats)"
+# Writes nothing when the folder already holds this exact dataset.
+$bin/alexnet-tool synth --out "$data" --classes 10 --train-per-class 64 --val-per-class 20 --seed 1
+echo "== prepare: index, mean image, RGB covariance and its eigenvectors (PCA lighting), 256x256 shards"
+$bin/alexnet-tool prepare --config "$config" --shards
+echo "== train: alexnet-launch --config $config --workers 2 --data-services 1 --set run.dir=$run"
+start=$(date +%s)
+status=0
+$bin/alexnet-launch --config "$config" --workers 2 --data-services 1 --set "run.dir=$run" "$@" || status=$?
+echo "== the job ended with status $status after $(( $(date +%s) - start )) s"
+if [ "$status" -ne 0 ] && [ "$status" -ne 75 ]; then exit "$status"; fi
+latest="$run/checkpoints/$(cat "$run/checkpoints/latest")"
+echo "== run directory: $run"
+ls -l "$run" "$run/checkpoints"
+echo "== the newest checkpoint: $latest"
+$bin/alexnet-tool inspect "$latest" | head -n 12
+cat <<MSG
+== next
+  metrics (one JSON record per line):   $run/metrics.jsonl
+  the log of worker rank 0:             $run/worker.log
+  continue this run for more epochs:    $bin/alexnet-launch --config $config --workers 2 --set run.dir=$run --set train.epochs=20 --resume auto
+  evaluate a checkpoint (ten views):    $bin/alexnet-launch --config $config --workers 2 --set run.dir=$run --set data.ten_crop=true --resume $latest --eval-only
+  inspect a checkpoint:                 $bin/alexnet-tool inspect $latest
+MSG
+exit "$status"
