@@ -465,8 +465,10 @@ void Worker::write_checkpoint_now(const std::string& why) {
 void Worker::summary(double wall_s, const std::string& how) {
   if (rank_ != 0) return;
   const double steps = std::max<int64_t>(1, run_steps_);
+  if (run_steps_ == 0) log_info("summary: ", how, " at step ", state_.step, " in ", hms(wall_s));
   const double hidden = run_inflight_ > 0 ? std::max(0.0, 1.0 - run_exposed_ / run_inflight_) : 0;
-  log_info("summary: ", how, "; ", run_steps_, " steps this run (", start_step_, " -> ", state_.step, " of ",
+  if (run_steps_ > 0)
+    log_info("summary: ", how, "; ", run_steps_, " steps this run (", start_step_, " -> ", state_.step, " of ",
            total_steps_, ") in ", hms(wall_s), "; ", fmt("%.1f", run_step_ > 0 ? run_steps_ * config_.train.batch_size / run_step_ : 0),
            " img/s; per step ", fmt("%.3f s", run_step_ / steps), " = compute ",
            fmt("%.3f", (run_step_ - run_wait_ - run_exposed_) / steps), " + data wait ", fmt("%.3f", run_wait_ / steps),
