@@ -1,0 +1,457 @@
+// CUDA kernels of our own layers (model/cuda/layers_cuda.h): one thread per output element, written to
+// match the CPU backend's arithmetic (the same window sums, the same counter-based dropout draws).
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <initializer_list>
+#include <vector>
+
+#include "core/error.h"
+#include "core/rng.h"
+#include "model/cuda/layers_cuda.h"
+
+namespace alexnet {
+namespace {
+
+#define ALEXNET_CUDA_OK(expr)                                                                        \
+  do {                                                                                               \
+    cudaError_t err_ = (expr);                                                                       \
+    ALEXNET_CHECK(err_ == cudaSuccess, "CUDA call ", #expr, " failed: ", cudaGetErrorString(err_)); \
+  } while (0)
+
+constexpr int kThreads = 256;
+
+int blocks_for(int64_t n) {
+  const int64_t b = (n + kThreads - 1) / kThreads;
+  return static_cast<int>(b < 1 ? 1 : (b > (int64_t{1} << 30) ? (int64_t{1} << 30) : b));
+}
+
+// Grid-stride loop over [0, n).
+#define ALEXNET_FOR_EACH(i, n) \
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < (n); i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+
+void check_f32(const Tensor& t, const char* op, const char* name) {
+  ALEXNET_ASSERT(t.device().is_cuda() && t.dtype() == DType::kF32, "", op, ": ", name, " is ", t.describe(),
+                 ", expected float32 on a CUDA device");
+}
+
+void check_like(const Tensor& t, const Tensor& ref, const char* op, const char* name) {
+  check_f32(t, op, name);
+  ALEXNET_ASSERT(t.shape() == ref.shape() && t.device() == ref.device(), "", op, ": ", name, " is ", t.describe(),
+                 ", expected like ", ref.describe());
+}
+
+void launched(const char* op) {
+  const cudaError_t err = cudaGetLastError();
+  ALEXNET_CHECK(err == cudaSuccess, "", op, ": kernel launch failed: ", cudaGetErrorString(err));
+}
+
+// ---- activations ----
+
+__global__ void relu_fwd(const float* x, float* y, int64_t n) {
+  ALEXNET_FOR_EACH(i, n) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+}
+__global__ void relu_bwd(const float* y, const float* dy, float* dx, int64_t n) {
+  ALEXNET_FOR_EACH(i, n) dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+}
+__global__ void tanh_fwd(const float* x, float* y, int64_t n) {
+  ALEXNET_FOR_EACH(i, n) y[i] = tanhf(x[i]);
+}
+__global__ void tanh_bwd(const float* y, const float* dy, float* dx, int64_t n) {
+  ALEXNET_FOR_EACH(i, n) dx[i] = dy[i] * (1.0f - y[i] * y[i]);
+}
+
+// ---- LRN (paper §3.3: alpha not divided by n; window [i - n/2, i + n/2] clipped) ----
+
+__device__ __forceinline__ float neg_pow(float s, float beta) {
+  if (beta == 0.75f) {
+    const float r = rsqrtf(s);
+    return r * r * rsqrtf(r);
+  }
+  if (beta == 0.5f) return rsqrtf(s);
+  if (beta == 1.0f) return 1.0f / s;
+  return powf(s, -beta);
+}
+
+// Element i = ((n * C + c) * S + s).
+__global__ void lrn_across_fwd(const float* x, float* y, float* scale, int64_t total, int64_t C, int64_t S,
+                               int h, float k, float alpha, float beta) {
+  ALEXNET_FOR_EACH(i, total) {
+    const int64_t c = (i / S) % C, base = i - c * S;
+    const int64_t lo = c - h < 0 ? 0 : c - h, hi = c + h > C - 1 ? C - 1 : c + h;
+    float acc = 0.0f;
+    for (int64_t j = lo; j <= hi; ++j) {
+      const float v = x[base + j * S];
+      acc += v * v;
+    }
+    const float sc = k + alpha * acc;
+    scale[i] = sc;
+    y[i] = x[i] * neg_pow(sc, beta);
+  }
+}
+
+// dx[i] = dy[i] scale[i]^-beta - 2 alpha beta x[i] sum_{j in window(i)} dy[j] y[j] / scale[j].
+__global__ void lrn_across_bwd(const float* x, const float* y, const float* scale, const float* dy, float* dx,
+                               int64_t total, int64_t C, int64_t S, int h, float coef, float beta) {
+  ALEXNET_FOR_EACH(i, total) {
+    const int64_t c = (i / S) % C, base = i - c * S;
+    const int64_t lo = c - h < 0 ? 0 : c - h, hi = c + h > C - 1 ? C - 1 : c + h;
+    float acc = 0.0f;
+    for (int64_t j = lo; j <= hi; ++j) {
+      const int64_t e = base + j * S;
+      acc += dy[e] * y[e] / scale[e];
+    }
+    dx[i] = dy[i] * neg_pow(scale[i], beta) - coef * x[i] * acc;
+  }
+}
+
+// Element i = ((plane * H + r) * W + col).
+__global__ void lrn_2d_fwd(const float* x, float* y, float* scale, int64_t total, int64_t H, int64_t W, int h,
+                           float k, float alpha, float beta) {
+  ALEXNET_FOR_EACH(i, total) {
+    const int64_t col = i % W, r = (i / W) % H, plane = i / (H * W);
+    const float* xp = x + plane * H * W;
+    const int64_t r0 = r - h < 0 ? 0 : r - h, r1 = r + h > H - 1 ? H - 1 : r + h;
+    const int64_t c0 = col - h < 0 ? 0 : col - h, c1 = col + h > W - 1 ? W - 1 : col + h;
+    float acc = 0.0f;
+    for (int64_t a = r0; a <= r1; ++a)
+      for (int64_t b = c0; b <= c1; ++b) {
+        const float v = xp[a * W + b];
+        acc += v * v;
+      }
+    const float sc = k + alpha * acc;
+    scale[i] = sc;
+    y[i] = x[i] * neg_pow(sc, beta);
+  }
+}
+
+__global__ void lrn_2d_bwd(const float* x, const float* y, const float* scale, const float* dy, float* dx,
+                           int64_t total, int64_t H, int64_t W, int h, float coef, float beta) {
+  ALEXNET_FOR_EACH(i, total) {
+    const int64_t col = i % W, r = (i / W) % H, plane = i / (H * W);
+    const int64_t off = plane * H * W;
+    const int64_t r0 = r - h < 0 ? 0 : r - h, r1 = r + h > H - 1 ? H - 1 : r + h;
+    const int64_t c0 = col - h < 0 ? 0 : col - h, c1 = col + h > W - 1 ? W - 1 : col + h;
+    float acc = 0.0f;
+    for (int64_t a = r0; a <= r1; ++a)
+      for (int64_t b = c0; b <= c1; ++b) {
+        const int64_t e = off + a * W + b;
+        acc += dy[e] * y[e] / scale[e];
+      }
+    dx[i] = dy[i] * neg_pow(scale[i], beta) - coef * x[i] * acc;
+  }
+}
+
+// ---- max pooling ----
+
+__global__ void maxpool_fwd(const float* x, float* y, int32_t* arg, int64_t total, int64_t H, int64_t W,
+                            int64_t Ho, int64_t Wo, int size, int stride) {
+  ALEXNET_FOR_EACH(i, total) {
+    const int64_t ox = i % Wo, oy = (i / Wo) % Ho, plane = i / (Ho * Wo);
+    const float* xp = x + plane * H * W;
+    const int64_t y0 = oy * stride, x0 = ox * stride;
+    float best = xp[y0 * W + x0];
+    int32_t where = static_cast<int32_t>(y0 * W + x0);
+    for (int a = 0; a < size; ++a)
+      for (int b = 0; b < size; ++b) {
+        const int64_t e = (y0 + a) * W + x0 + b;
+        if (xp[e] > best) {  // strict: the first maximum in row-major order wins
+          best = xp[e];
+          where = static_cast<int32_t>(e);
+        }
+      }
+    y[i] = best;
+    arg[i] = where;
+  }
+}
+
+// Each input element gathers, in ascending output order (the CPU's order of additions), the gradients
+// of the windows whose maximum it is.
+__global__ void maxpool_bwd(const float* dy, const int32_t* arg, float* dx, int64_t total, int64_t H, int64_t W,
+                            int64_t Ho, int64_t Wo, int size, int stride) {
+  ALEXNET_FOR_EACH(i, total) {
+    const int64_t ix = i % W, iy = (i / W) % H, plane = i / (H * W);
+    const int32_t me = static_cast<int32_t>(iy * W + ix);
+    // Windows oy with oy*stride <= iy <= oy*stride + size - 1.
+    int64_t oy0 = iy - size + 1 <= 0 ? 0 : (iy - size + 1 + stride - 1) / stride;
+    int64_t oy1 = iy / stride;
+    int64_t ox0 = ix - size + 1 <= 0 ? 0 : (ix - size + 1 + stride - 1) / stride;
+    int64_t ox1 = ix / stride;
+    if (oy1 > Ho - 1) oy1 = Ho - 1;
+    if (ox1 > Wo - 1) ox1 = Wo - 1;
+    const int64_t off = plane * Ho * Wo;
+    float acc = 0.0f;
+    for (int64_t oy = oy0; oy <= oy1; ++oy)
+      for (int64_t ox = ox0; ox <= ox1; ++ox) {
+        const int64_t o = off + oy * Wo + ox;
+        if (arg[o] == me) acc += dy[o];
+      }
+    dx[i] = acc;
+  }
+}
+
+// ---- dropout: the CPU's draws (dropout_forward_cpu), unit u of row r uses word u % 4 of block u / 4 ----
+
+__global__ void dropout_fwd(const float* x, float* y, uint8_t* mask, int64_t N, int64_t U, double p, float scale,
+                            PhiloxKey key, uint64_t step, const int64_t* ids, int64_t unit_offset) {
+  ALEXNET_FOR_EACH(i, N * U) {
+    const int64_t r = i / U, j = i % U;
+    const uint64_t sample = static_cast<uint64_t>(ids ? ids[r] : r);
+    const CounterRng rng(key, (step << 32) | sample);
+    const uint64_t u = static_cast<uint64_t>(unit_offset + j);
+    const bool keep = static_cast<double>(uniform01(rng.bits(u))) >= p;
+    mask[i] = keep ? 1 : 0;
+    y[i] = keep ? x[i] * scale : 0.0f;
+  }
+}
+
+__global__ void dropout_bwd(const float* dy, const uint8_t* mask, float* dx, int64_t n, float scale) {
+  ALEXNET_FOR_EACH(i, n) dx[i] = mask[i] ? dy[i] * scale : 0.0f;
+}
+
+// ---- softmax cross-entropy: one thread per row (the row sum in double, as on the CPU) ----
+
+__global__ void softmax_fwd(const float* z, const int64_t* labels, float* probs, double* row_loss, int64_t N,
+                            int64_t K) {
+  ALEXNET_FOR_EACH(r, N) {
+    const float* zr = z + r * K;
+    float* pr = probs + r * K;
+    float mx = zr[0];
+    for (int64_t j = 1; j < K; ++j) mx = fmaxf(mx, zr[j]);
+    double sum = 0;
+    for (int64_t j = 0; j < K; ++j) {
+      const double e = exp(static_cast<double>(zr[j]) - mx);
+      pr[j] = static_cast<float>(e);
+      sum += e;
+    }
+    const double inv = 1.0 / sum;
+    for (int64_t j = 0; j < K; ++j) pr[j] = static_cast<float>(pr[j] * inv);
+    const int64_t label = labels[r];
+    row_loss[r] = (label < 0 || label >= K) ? nan("") : log(sum) - (static_cast<double>(zr[label]) - mx);
+  }
+}
+
+__global__ void softmax_bwd(const float* probs, const int64_t* labels, float* d, int64_t N, int64_t K,
+                            float inv_n) {
+  ALEXNET_FOR_EACH(i, N * K) {
+    const int64_t r = i / K, j = i % K;
+    d[i] = j == labels[r] ? (probs[i] - 1.0f) * inv_n : probs[i] * inv_n;
+  }
+}
+
+// ---- SGD (paper §5) ----
+
+__global__ void sgd(float* w, const float* g, float* v, int64_t n, float mom, float decay, float rate) {
+  ALEXNET_FOR_EACH(i, n) {
+    const float vi = mom * v[i] - decay * w[i] - rate * g[i];
+    v[i] = vi;
+    w[i] = w[i] + vi;
+  }
+}
+
+void set_device(const Tensor& t) { ALEXNET_CUDA_OK(cudaSetDevice(t.device().index)); }
+
+}  // namespace
+
+void relu_forward_cuda(const Tensor& x, Tensor& y, CudaStream s) {
+  check_f32(x, "relu_forward", "x");
+  check_like(y, x, "relu_forward", "y");
+  set_device(x);
+  relu_fwd<<<blocks_for(x.numel()), kThreads, 0, s>>>(x.data<float>(), y.data<float>(), x.numel());
+  launched("relu_forward");
+}
+
+void relu_backward_cuda(const Tensor& y, const Tensor& dy, Tensor& dx, CudaStream s) {
+  check_f32(y, "relu_backward", "y");
+  check_like(dy, y, "relu_backward", "dy");
+  check_like(dx, y, "relu_backward", "dx");
+  set_device(y);
+  relu_bwd<<<blocks_for(y.numel()), kThreads, 0, s>>>(y.data<float>(), dy.data<float>(), dx.data<float>(), y.numel());
+  launched("relu_backward");
+}
+
+void tanh_forward_cuda(const Tensor& x, Tensor& y, CudaStream s) {
+  check_f32(x, "tanh_forward", "x");
+  check_like(y, x, "tanh_forward", "y");
+  set_device(x);
+  tanh_fwd<<<blocks_for(x.numel()), kThreads, 0, s>>>(x.data<float>(), y.data<float>(), x.numel());
+  launched("tanh_forward");
+}
+
+void tanh_backward_cuda(const Tensor& y, const Tensor& dy, Tensor& dx, CudaStream s) {
+  check_f32(y, "tanh_backward", "y");
+  check_like(dy, y, "tanh_backward", "dy");
+  check_like(dx, y, "tanh_backward", "dx");
+  set_device(y);
+  tanh_bwd<<<blocks_for(y.numel()), kThreads, 0, s>>>(y.data<float>(), dy.data<float>(), dx.data<float>(), y.numel());
+  launched("tanh_backward");
+}
+
+void lrn_forward_cuda(const Tensor& x, Tensor& y, Tensor& scale, const LrnParams& p, CudaStream s) {
+  check_f32(x, "lrn_forward", "x");
+  ALEXNET_ASSERT(x.ndim() == 4 && p.n >= 1, "lrn_forward: x ", x.describe(), " n ", p.n);
+  check_like(y, x, "lrn_forward", "y");
+  check_like(scale, x, "lrn_forward", "scale");
+  set_device(x);
+  lrn_across_fwd<<<blocks_for(x.numel()), kThreads, 0, s>>>(
+      x.data<float>(), y.data<float>(), scale.data<float>(), x.numel(), x.dim(1), x.dim(2) * x.dim(3), p.n / 2,
+      static_cast<float>(p.k), static_cast<float>(p.alpha), static_cast<float>(p.beta));
+  launched("lrn_forward");
+}
+
+void lrn_backward_cuda(const Tensor& x, const Tensor& y, const Tensor& scale, const Tensor& dy, Tensor& dx,
+                       const LrnParams& p, CudaStream s) {
+  check_f32(x, "lrn_backward", "x");
+  ALEXNET_ASSERT(x.ndim() == 4 && p.n >= 1, "lrn_backward: x ", x.describe(), " n ", p.n);
+  for (const Tensor* t : std::initializer_list<const Tensor*>{&y, &scale, &dy, &dx}) check_like(*t, x, "lrn_backward", "an argument");
+  set_device(x);
+  lrn_across_bwd<<<blocks_for(x.numel()), kThreads, 0, s>>>(
+      x.data<float>(), y.data<float>(), scale.data<float>(), dy.data<float>(), dx.data<float>(), x.numel(), x.dim(1),
+      x.dim(2) * x.dim(3), p.n / 2, static_cast<float>(2.0 * p.alpha * p.beta), static_cast<float>(p.beta));
+  launched("lrn_backward");
+}
+
+void lrn2d_forward_cuda(const Tensor& x, Tensor& y, Tensor& scale, const LrnParams& p, CudaStream s) {
+  check_f32(x, "lrn2d_forward", "x");
+  ALEXNET_ASSERT(x.ndim() == 4 && p.n >= 1, "lrn2d_forward: x ", x.describe(), " n ", p.n);
+  check_like(y, x, "lrn2d_forward", "y");
+  check_like(scale, x, "lrn2d_forward", "scale");
+  set_device(x);
+  lrn_2d_fwd<<<blocks_for(x.numel()), kThreads, 0, s>>>(
+      x.data<float>(), y.data<float>(), scale.data<float>(), x.numel(), x.dim(2), x.dim(3), p.n / 2,
+      static_cast<float>(p.k), static_cast<float>(p.alpha), static_cast<float>(p.beta));
+  launched("lrn2d_forward");
+}
+
+void lrn2d_backward_cuda(const Tensor& x, const Tensor& y, const Tensor& scale, const Tensor& dy, Tensor& dx,
+                         const LrnParams& p, CudaStream s) {
+  check_f32(x, "lrn2d_backward", "x");
+  ALEXNET_ASSERT(x.ndim() == 4 && p.n >= 1, "lrn2d_backward: x ", x.describe(), " n ", p.n);
+  for (const Tensor* t : std::initializer_list<const Tensor*>{&y, &scale, &dy, &dx}) check_like(*t, x, "lrn2d_backward", "an argument");
+  set_device(x);
+  lrn_2d_bwd<<<blocks_for(x.numel()), kThreads, 0, s>>>(
+      x.data<float>(), y.data<float>(), scale.data<float>(), dy.data<float>(), dx.data<float>(), x.numel(), x.dim(2),
+      x.dim(3), p.n / 2, static_cast<float>(2.0 * p.alpha * p.beta), static_cast<float>(p.beta));
+  launched("lrn2d_backward");
+}
+
+void maxpool_forward_cuda(const Tensor& x, Tensor& y, Tensor& argmax, const PoolParams& p, CudaStream s) {
+  check_f32(x, "maxpool_forward", "x");
+  ALEXNET_ASSERT(p.size >= 1 && p.stride >= 1 && x.ndim() == 4 && x.dim(2) >= p.size && x.dim(3) >= p.size,
+                 "maxpool_forward: x ", x.describe(), " window ", p.size, "/", p.stride);
+  const Shape out{x.dim(0), x.dim(1), (x.dim(2) - p.size) / p.stride + 1, (x.dim(3) - p.size) / p.stride + 1};
+  check_f32(y, "maxpool_forward", "y");
+  ALEXNET_ASSERT(y.shape() == out && argmax.shape() == out && argmax.dtype() == DType::kI32 &&
+                     argmax.device() == x.device(),
+                 "maxpool_forward: y ", y.describe(), " argmax ", argmax.describe(), " expected ", shape_str(out));
+  set_device(x);
+  maxpool_fwd<<<blocks_for(y.numel()), kThreads, 0, s>>>(x.data<float>(), y.data<float>(), argmax.data<int32_t>(),
+                                                         y.numel(), x.dim(2), x.dim(3), out[2], out[3], p.size,
+                                                         p.stride);
+  launched("maxpool_forward");
+}
+
+void maxpool_backward_cuda(const Tensor& dy, const Tensor& argmax, Tensor& dx, const PoolParams& p, CudaStream s) {
+  check_f32(dy, "maxpool_backward", "dy");
+  check_f32(dx, "maxpool_backward", "dx");
+  ALEXNET_ASSERT(dy.ndim() == 4 && dx.ndim() == 4 && argmax.shape() == dy.shape() &&
+                     argmax.dtype() == DType::kI32 && dx.dim(0) == dy.dim(0) && dx.dim(1) == dy.dim(1) &&
+                     dy.dim(2) == (dx.dim(2) - p.size) / p.stride + 1 && dy.dim(3) == (dx.dim(3) - p.size) / p.stride + 1,
+                 "maxpool_backward: dy ", dy.describe(), " argmax ", argmax.describe(), " dx ", dx.describe(),
+                 " window ", p.size, "/", p.stride);
+  set_device(dy);
+  maxpool_bwd<<<blocks_for(dx.numel()), kThreads, 0, s>>>(dy.data<float>(), argmax.data<int32_t>(), dx.data<float>(),
+                                                          dx.numel(), dx.dim(2), dx.dim(3), dy.dim(2), dy.dim(3),
+                                                          p.size, p.stride);
+  launched("maxpool_backward");
+}
+
+void dropout_forward_cuda(const Tensor& x, Tensor& y, Tensor& mask, double p, PhiloxKey key, uint64_t step,
+                          const Tensor& sample_ids, int64_t unit_offset, CudaStream s) {
+  check_f32(x, "dropout_forward", "x");
+  ALEXNET_ASSERT(x.ndim() == 2 && p >= 0 && p < 1 && unit_offset >= 0, "dropout_forward: x ", x.describe(), " p ", p);
+  check_like(y, x, "dropout_forward", "y");
+  ALEXNET_ASSERT(mask.dtype() == DType::kU8 && mask.shape() == x.shape() && mask.device() == x.device(),
+                 "dropout_forward: mask ", mask.describe());
+  const int64_t* ids = nullptr;
+  if (sample_ids.defined()) {
+    ALEXNET_ASSERT(sample_ids.dtype() == DType::kI64 && sample_ids.numel() == x.dim(0) &&
+                       sample_ids.device() == x.device(),
+                   "dropout_forward: sample_ids ", sample_ids.describe());
+    ids = sample_ids.data<int64_t>();
+  }
+  set_device(x);
+  dropout_fwd<<<blocks_for(x.numel()), kThreads, 0, s>>>(x.data<float>(), y.data<float>(), mask.data<uint8_t>(),
+                                                         x.dim(0), x.dim(1), p, static_cast<float>(1.0 / (1.0 - p)),
+                                                         key, step, ids, unit_offset);
+  launched("dropout_forward");
+}
+
+void dropout_backward_cuda(const Tensor& dy, const Tensor& mask, double p, Tensor& dx, CudaStream s) {
+  check_f32(dy, "dropout_backward", "dy");
+  check_like(dx, dy, "dropout_backward", "dx");
+  ALEXNET_ASSERT(mask.dtype() == DType::kU8 && mask.shape() == dy.shape() && p >= 0 && p < 1,
+                 "dropout_backward: mask ", mask.describe(), " p ", p);
+  set_device(dy);
+  dropout_bwd<<<blocks_for(dy.numel()), kThreads, 0, s>>>(dy.data<float>(), mask.data<uint8_t>(), dx.data<float>(),
+                                                          dy.numel(), static_cast<float>(1.0 / (1.0 - p)));
+  launched("dropout_backward");
+}
+
+double softmax_xent_forward_cuda(const Tensor& logits, const Tensor& labels, Tensor& probs, Tensor& row_loss,
+                                 CudaStream s) {
+  check_f32(logits, "softmax_xent_forward", "logits");
+  ALEXNET_ASSERT(logits.ndim() == 2 && logits.dim(1) > 0, "softmax_xent_forward: logits ", logits.describe());
+  check_like(probs, logits, "softmax_xent_forward", "probs");
+  const int64_t N = logits.dim(0), K = logits.dim(1);
+  ALEXNET_ASSERT(labels.dtype() == DType::kI64 && labels.numel() == N && labels.device() == logits.device(),
+                 "softmax_xent_forward: labels ", labels.describe());
+  ALEXNET_ASSERT(row_loss.dtype() == DType::kF64 && row_loss.numel() >= N && row_loss.device() == logits.device(),
+                 "softmax_xent_forward: row_loss ", row_loss.describe());
+  set_device(logits);
+  softmax_fwd<<<blocks_for(N), kThreads, 0, s>>>(logits.data<float>(), labels.data<int64_t>(), probs.data<float>(),
+                                                 row_loss.data<double>(), N, K);
+  launched("softmax_xent_forward");
+  std::vector<double> host(static_cast<size_t>(N));
+  if (N > 0)
+    ALEXNET_CUDA_OK(cudaMemcpyAsync(host.data(), row_loss.data<double>(), sizeof(double) * N,
+                                    cudaMemcpyDeviceToHost, s));
+  cuda_sync_check(s, "softmax_xent_forward");
+  double total = 0;
+  for (int64_t r = 0; r < N; ++r) {
+    ALEXNET_CHECK(!std::isnan(host[r]), "softmax_xent: the label of row ", r, " is outside [0, ", K, ")");
+    total += host[r];
+  }
+  return N > 0 ? total / static_cast<double>(N) : 0.0;
+}
+
+void softmax_xent_backward_cuda(const Tensor& probs, const Tensor& labels, Tensor& dlogits, CudaStream s) {
+  check_f32(probs, "softmax_xent_backward", "probs");
+  check_like(dlogits, probs, "softmax_xent_backward", "dlogits");
+  const int64_t N = probs.dim(0), K = probs.dim(1);
+  ALEXNET_ASSERT(labels.dtype() == DType::kI64 && labels.numel() == N, "softmax_xent_backward: labels ",
+                 labels.describe());
+  set_device(probs);
+  softmax_bwd<<<blocks_for(N * K), kThreads, 0, s>>>(probs.data<float>(), labels.data<int64_t>(),
+                                                     dlogits.data<float>(), N, K, static_cast<float>(1.0 / static_cast<double>(N)));
+  launched("softmax_xent_backward");
+}
+
+void sgd_update_cuda(Tensor& w, const Tensor& g, Tensor& v, double lr, double momentum, double weight_decay,
+                     CudaStream s) {
+  check_f32(w, "sgd_update", "w");
+  check_like(g, w, "sgd_update", "g");
+  check_like(v, w, "sgd_update", "v");
+  set_device(w);
+  sgd<<<blocks_for(w.numel()), kThreads, 0, s>>>(w.data<float>(), g.data<float>(), v.data<float>(), w.numel(),
+                                                 static_cast<float>(momentum), static_cast<float>(weight_decay * lr),
+                                                 static_cast<float>(lr));
+  launched("sgd_update");
+}
+
+void cuda_sync_check(CudaStream s, const char* what) {
+  const cudaError_t err = cudaStreamSynchronize(s);
+  ALEXNET_CHECK(err == cudaSuccess, "", what, ": CUDA error: ", cudaGetErrorString(err));
+}
+
+}  // namespace alexnet

@@ -1,0 +1,60 @@
+// CUDA twins of the layer entry functions of model/layers.h that are our own kernels (the paper-exact
+// LRN, activations, max pooling, dropout with the CPU's counter-based masks, softmax cross-entropy, the
+// paper's SGD update). Same argument lists plus a stream; float32 tensors on one CUDA device.
+// Convolution, the FC layers and batch norm go to cuDNN / cuBLAS behind the same kind of interface.
+//
+// Every call is asynchronous on `stream` (nullptr: the legacy default stream) and allocates nothing,
+// except softmax_xent_forward_cuda, which returns the loss and therefore synchronises the stream.
+#pragma once
+
+#include <cstdint>
+
+#include "core/tensor.h"
+#include "model/layers.h"
+
+struct CUstream_st;
+
+namespace alexnet {
+
+using CudaStream = CUstream_st*;
+
+void relu_forward_cuda(const Tensor& x, Tensor& y, CudaStream stream);
+void relu_backward_cuda(const Tensor& y, const Tensor& dy, Tensor& dx, CudaStream stream);
+void tanh_forward_cuda(const Tensor& x, Tensor& y, CudaStream stream);
+void tanh_backward_cuda(const Tensor& y, const Tensor& dy, Tensor& dx, CudaStream stream);
+
+// As lrn_forward_cpu / lrn_backward_cpu (across channels) and lrn2d_* (within one channel).
+void lrn_forward_cuda(const Tensor& x, Tensor& y, Tensor& scale, const LrnParams& p, CudaStream stream);
+void lrn_backward_cuda(const Tensor& x, const Tensor& y, const Tensor& scale, const Tensor& dy, Tensor& dx,
+                       const LrnParams& p, CudaStream stream);
+void lrn2d_forward_cuda(const Tensor& x, Tensor& y, Tensor& scale, const LrnParams& p, CudaStream stream);
+void lrn2d_backward_cuda(const Tensor& x, const Tensor& y, const Tensor& scale, const Tensor& dy, Tensor& dx,
+                         const LrnParams& p, CudaStream stream);
+
+// As maxpool_*_cpu: argmax int32 (index in the plane, first maximum in row-major order). The backward
+// gathers (each input element sums, in ascending output order like the CPU, the outputs whose argmax it
+// is), so it is deterministic and equal to the CPU's sums.
+void maxpool_forward_cuda(const Tensor& x, Tensor& y, Tensor& argmax, const PoolParams& p, CudaStream stream);
+void maxpool_backward_cuda(const Tensor& dy, const Tensor& argmax, Tensor& dx, const PoolParams& p,
+                           CudaStream stream);
+
+// As dropout_forward_cpu with the same keying, so the masks are bit-identical to the CPU's.
+// sample_ids: int64 [N] on the device, or an undefined tensor (row r stands for sample r).
+void dropout_forward_cuda(const Tensor& x, Tensor& y, Tensor& mask, double p, PhiloxKey key, uint64_t step,
+                          const Tensor& sample_ids, int64_t unit_offset, CudaStream stream);
+void dropout_backward_cuda(const Tensor& dy, const Tensor& mask, double p, Tensor& dx, CudaStream stream);
+
+// As softmax_xent_*_cpu. row_loss: float64 [N] on the device (workspace); labels int64 [N] on the device.
+// Returns the mean loss (copies N doubles to the host and synchronises the stream).
+double softmax_xent_forward_cuda(const Tensor& logits, const Tensor& labels, Tensor& probs, Tensor& row_loss,
+                                 CudaStream stream);
+void softmax_xent_backward_cuda(const Tensor& probs, const Tensor& labels, Tensor& dlogits, CudaStream stream);
+
+// The paper's rule: v <- momentum v - weight_decay lr w - lr g; w <- w + v (one fused pass).
+void sgd_update_cuda(Tensor& w, const Tensor& g, Tensor& v, double lr, double momentum, double weight_decay,
+                     CudaStream stream);
+
+// Waits for the stream and throws an Error naming `what` if a kernel failed.
+void cuda_sync_check(CudaStream stream, const char* what);
+
+}  // namespace alexnet

@@ -1,0 +1,209 @@
+// The CUDA kernels of model/cuda/layers_cuda.h against the CPU backend: fresh random inputs each run
+// (seeded from the clock, printed), device outputs poisoned with NaN before each call so an element a
+// kernel fails to write shows up, and the dropout masks bit-identical to the CPU's. Label gpu: every test
+// skips when no CUDA device is present.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "core/device.h"
+#include "core/rng.h"
+#include "model/cuda/layers_cuda.h"
+#include "model/layers.h"
+#include "tests/common/gradcheck.h"
+
+namespace alexnet {
+namespace {
+
+using testing::random_tensor;
+
+uint64_t fresh_seed() {
+  static const uint64_t base = static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
+  static uint64_t n = 0;
+  return base + 7919 * (++n);
+}
+
+class CudaLayers : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device: " << device_summary();
+    seed_ = fresh_seed();
+    RecordProperty("seed", std::to_string(seed_));
+    std::printf("seed %llu\n", static_cast<unsigned long long>(seed_));
+  }
+  // A float32 CPU tensor in [lo, hi).
+  Tensor host(const Shape& shape, double lo = -1.0, double hi = 1.0) {
+    return random_tensor(shape, seed_ + (++draws_), lo, hi).to(DType::kF32);
+  }
+  static Tensor gpu(const Tensor& t) { return t.clone(Device::cuda(0)); }
+  // An output buffer on the device, filled with NaN.
+  static Tensor poisoned(const Shape& shape, DType dtype = DType::kF32) {
+    Tensor h = Tensor::empty(shape, dtype);
+    std::memset(h.raw_data(), 0xff, h.nbytes());  // NaN for floats, -1 / 255 for integers
+    return h.clone(Device::cuda(0));
+  }
+  static double max_rel(const Tensor& gpu_result, const Tensor& cpu) {
+    Tensor g = gpu_result.clone(Device::cpu()).to(DType::kF64), c = cpu.to(DType::kF64);
+    double diff = 0, scale = 1e-30;
+    for (int64_t i = 0; i < c.numel(); ++i) {
+      const double a = g.data<double>()[i], b = c.data<double>()[i];
+      if (std::isnan(a) != std::isnan(b)) return std::numeric_limits<double>::infinity();
+      diff = std::max(diff, std::fabs(a - b));
+      scale = std::max(scale, std::fabs(b));
+    }
+    return diff / scale;
+  }
+  uint64_t seed_ = 0;
+  uint64_t draws_ = 0;
+};
+
+TEST_F(CudaLayers, Activations) {
+  const Shape s{3, 5, 7, 9};
+  Tensor x = host(s), dy = host(s);
+  for (bool relu : {true, false}) {
+    Tensor y = Tensor::empty(s), dx = Tensor::empty(s);
+    Tensor gy = poisoned(s), gdx = poisoned(s);
+    if (relu) {
+      relu_forward_cpu(x, y);
+      relu_backward_cpu(y, dy, dx);
+      relu_forward_cuda(gpu(x), gy, nullptr);
+      relu_backward_cuda(gy, gpu(dy), gdx, nullptr);
+    } else {
+      tanh_forward_cpu(x, y);
+      tanh_backward_cpu(y, dy, dx);
+      tanh_forward_cuda(gpu(x), gy, nullptr);
+      tanh_backward_cuda(gy, gpu(dy), gdx, nullptr);
+    }
+    cuda_sync_check(nullptr, "activations");
+    EXPECT_LE(max_rel(gy, y), 1e-6) << (relu ? "relu" : "tanh");
+    EXPECT_LE(max_rel(gdx, dx), 1e-6) << (relu ? "relu" : "tanh");
+  }
+}
+
+TEST_F(CudaLayers, LrnAcrossAndWithin) {
+  for (bool within : {false, true})
+    for (int n : {1, 2, 3, 5, 9})
+      for (double beta : {0.75, 0.5, 1.0, 0.6}) {
+        const Shape s{2, 7, 6, 5};
+        const LrnParams p{2.0, n, 1e-2, beta};
+        Tensor x = host(s, -3, 3), dy = host(s);
+        Tensor y = Tensor::empty(s), sc = Tensor::empty(s), dx = Tensor::empty(s);
+        Tensor gx = gpu(x), gy = poisoned(s), gsc = poisoned(s), gdx = poisoned(s);
+        if (within) {
+          lrn2d_forward_cpu(x, y, sc, p);
+          lrn2d_backward_cpu(x, y, sc, dy, dx, p);
+          lrn2d_forward_cuda(gx, gy, gsc, p, nullptr);
+          lrn2d_backward_cuda(gx, gy, gsc, gpu(dy), gdx, p, nullptr);
+        } else {
+          lrn_forward_cpu(x, y, sc, p);
+          lrn_backward_cpu(x, y, sc, dy, dx, p);
+          lrn_forward_cuda(gx, gy, gsc, p, nullptr);
+          lrn_backward_cuda(gx, gy, gsc, gpu(dy), gdx, p, nullptr);
+        }
+        cuda_sync_check(nullptr, "lrn");
+        const std::string what = std::string(within ? "2D" : "across") + " n=" + std::to_string(n) +
+                                 " beta=" + std::to_string(beta);
+        EXPECT_LE(max_rel(gsc, sc), 1e-6) << what;
+        EXPECT_LE(max_rel(gy, y), 2e-6) << what;
+        EXPECT_LE(max_rel(gdx, dx), 1e-5) << what;
+      }
+}
+
+TEST_F(CudaLayers, MaxPoolOverlappingAndNot) {
+  for (PoolParams p : {PoolParams{3, 2}, PoolParams{2, 2}, PoolParams{3, 1}}) {
+    const Shape s{2, 3, 13, 11};
+    Tensor x = host(s);
+    // Ties: a few repeated values so the first-maximum rule matters.
+    for (int64_t i = 0; i < x.numel(); i += 5) x.data<float>()[i] = 0.5f;
+    const Shape o{2, 3, (13 - p.size) / p.stride + 1, (11 - p.size) / p.stride + 1};
+    Tensor y = Tensor::empty(o), arg = Tensor::empty(o, DType::kI32), dx = Tensor::empty(s);
+    Tensor dy = host(o);
+    maxpool_forward_cpu(x, y, arg, p);
+    maxpool_backward_cpu(dy, arg, dx);
+    Tensor gy = poisoned(o), garg = poisoned(o, DType::kI32), gdx = poisoned(s);
+    maxpool_forward_cuda(gpu(x), gy, garg, p, nullptr);
+    maxpool_backward_cuda(gpu(dy), garg, gdx, p, nullptr);
+    cuda_sync_check(nullptr, "maxpool");
+    Tensor harg = garg.clone(Device::cpu());
+    EXPECT_EQ(std::memcmp(harg.raw_data(), arg.raw_data(), arg.nbytes()), 0) << "argmax, pool " << p.size;
+    EXPECT_EQ(max_rel(gy, y), 0.0) << "pool " << p.size;
+    EXPECT_EQ(max_rel(gdx, dx), 0.0) << "pool backward " << p.size << " (same sums in the same order)";
+  }
+}
+
+TEST_F(CudaLayers, DropoutMasksAreTheCpus) {
+  const int64_t N = 6, U = 1000;
+  Tensor x = host({N, U}), dy = host({N, U});
+  const std::vector<int64_t> ids = {5, 1000003, 17, 9, 123456789012, 0};
+  Tensor id_host = Tensor::from_vector<int64_t>({N}, ids);
+  for (double p : {0.5, 0.1, 0.9}) {
+    DropoutKeying k;
+    k.key = make_key(seed_, RngPurpose::kDropout, 6);
+    k.step = 4242;
+    k.sample_ids = ids.data();
+    k.unit_offset = 2048;
+    Tensor y = Tensor::empty({N, U}), mask = Tensor::empty({N, U}, DType::kU8), dx = Tensor::empty({N, U});
+    dropout_forward_cpu(x, y, mask, p, k);
+    dropout_backward_cpu(dy, mask, p, dx);
+    Tensor gy = poisoned({N, U}), gmask = poisoned({N, U}, DType::kU8), gdx = poisoned({N, U});
+    dropout_forward_cuda(gpu(x), gy, gmask, p, k.key, k.step, gpu(id_host), k.unit_offset, nullptr);
+    dropout_backward_cuda(gpu(dy), gmask, p, gdx, nullptr);
+    cuda_sync_check(nullptr, "dropout");
+    Tensor hmask = gmask.clone(Device::cpu());
+    EXPECT_EQ(std::memcmp(hmask.raw_data(), mask.raw_data(), mask.nbytes()), 0) << "p " << p;
+    EXPECT_EQ(max_rel(gy, y), 0.0) << "p " << p;
+    EXPECT_EQ(max_rel(gdx, dx), 0.0) << "p " << p;
+  }
+}
+
+TEST_F(CudaLayers, SoftmaxCrossEntropy) {
+  for (int64_t K : {2, 10, 1000}) {
+    const int64_t N = 37;
+    Tensor z = host({N, K}, -20, 20);
+    std::vector<int64_t> lab(N);
+    for (int64_t r = 0; r < N; ++r) lab[r] = (r * 7919 + static_cast<int64_t>(seed_ % 1000)) % K;
+    Tensor labels = Tensor::from_vector<int64_t>({N}, lab);
+    Tensor probs = Tensor::empty({N, K}), d = Tensor::empty({N, K});
+    const double loss = softmax_xent_forward_cpu(z, labels, probs);
+    softmax_xent_backward_cpu(probs, labels, d);
+    Tensor gprobs = poisoned({N, K}), gd = poisoned({N, K}), rows = poisoned({N}, DType::kF64);
+    Tensor glabels = gpu(labels);
+    const double gloss = softmax_xent_forward_cuda(gpu(z), glabels, gprobs, rows, nullptr);
+    softmax_xent_backward_cuda(gprobs, glabels, gd, nullptr);
+    cuda_sync_check(nullptr, "softmax");
+    EXPECT_NEAR(gloss, loss, 1e-9 * std::max(1.0, std::fabs(loss))) << "K " << K;
+    EXPECT_LE(max_rel(gprobs, probs), 1e-6) << "K " << K;
+    EXPECT_LE(max_rel(gd, d), 1e-6) << "K " << K;
+  }
+}
+
+TEST_F(CudaLayers, SoftmaxRejectsABadLabel) {
+  Tensor z = host({3, 4});
+  Tensor labels = Tensor::from_vector<int64_t>({3}, {0, 4, 1});
+  Tensor gprobs = poisoned({3, 4}), rows = poisoned({3}, DType::kF64);
+  try {
+    softmax_xent_forward_cuda(gpu(z), gpu(labels), gprobs, rows, nullptr);
+    FAIL() << "label 4 of 4 classes accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("row 1"), std::string::npos) << e.what();
+  }
+}
+
+TEST_F(CudaLayers, PaperSgdUpdate) {
+  const Shape s{4097};
+  Tensor w = host(s), g = host(s), v = host(s, -0.01, 0.01);
+  Tensor gw = gpu(w), gg = gpu(g), gv = gpu(v);
+  for (int step = 0; step < 3; ++step) {
+    sgd_update_cpu(w, g, v, 0.01, 0.9, 0.0005);
+    sgd_update_cuda(gw, gg, gv, 0.01, 0.9, 0.0005, nullptr);
+  }
+  cuda_sync_check(nullptr, "sgd");
+  EXPECT_LE(max_rel(gw, w), 1e-6);
+  EXPECT_LE(max_rel(gv, v), 1e-5);
+}
+
+}  // namespace
+}  // namespace alexnet
