@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# The GPU checks, in two halves, for a GPU machine that has the CUDA driver, nvcc and PyTorch (with its
+# pip-packaged cuDNN, cuBLAS and NCCL) but no package registry and none of our Debian libraries.
+#
+#   scripts/gpu-check.sh bundle   here (Debian 12, no GPU needed): builds with CUDA, then packs every
+#                                 executable that ctest runs under the label `gpu`, with the shared libraries
+#                                 they load that a stock CUDA machine lacks (yaml-cpp, oneDNN, ...), into
+#                                 .gpu-bundle/bundle.tar.xz
+#   scripts/gpu-check.sh run      there, from the repository root with .gpu-bundle copied along: unpacks,
+#                                 points the loader at the bundle and at PyTorch's CUDA libraries, runs
+#                                 every gpu executable and prints one table (logs under $OUT when set)
+#
+# docs/gpu-check.md says how to run the second half on a lent machine in one call.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mode=${1:-}
+bundle_dir=.gpu-bundle
+
+# Libraries every CUDA machine has (glibc, the C++ runtime, the driver) or that come from PyTorch's
+# packages there (the CUDA runtime, cuDNN, cuBLAS, NCCL): not packed.
+skip_lib() {
+  case "$(basename "$1")" in
+    libc.so*|libm.so*|libdl.so*|libpthread.so*|librt.so*|ld-linux*|libgcc_s.so*|libstdc++.so*) return 0 ;;
+    libcuda.so*|libcudart.so*|libcudnn*|libcublas*|libnccl.so*|libnvrtc*|libnvJitLink*) return 0 ;;
+  esac
+  return 1
+}
+
+case "$mode" in
+  bundle)
+    scripts/build.sh
+    grep -q 'CUDA backend ON' build-configure.log || { echo "gpu-check: the build has no CUDA backend" >&2; exit 1; }
+    mapfile -t exes < <(ctest --test-dir build -L gpu --show-only=json-v1 2>/dev/null | /usr/bin/python3 -c '
+import json, sys
+print("\n".join(sorted({t["command"][0] for t in json.load(sys.stdin)["tests"] if t.get("command")})))')
+    [ ${#exes[@]} -gt 0 ] || { echo "gpu-check: ctest lists no gpu test" >&2; exit 1; }
+    rm -rf "$bundle_dir" && mkdir -p "$bundle_dir/pack/bin" "$bundle_dir/pack/lib"
+    for exe in "${exes[@]}"; do
+      cp "$exe" "$bundle_dir/pack/bin/"
+      while read -r lib; do
+        if [ -n "$lib" ] && ! skip_lib "$lib"; then cp -L "$lib" "$bundle_dir/pack/lib/"; fi
+      done < <(ldd "$exe" | awk '$3 ~ /^\// {print $3}')
+    done
+    git rev-parse --short HEAD > "$bundle_dir/pack/commit" 2>/dev/null || echo unknown > "$bundle_dir/pack/commit"
+    tar -C "$bundle_dir" -cJf "$bundle_dir/bundle.tar.xz" pack
+    rm -rf "$bundle_dir/pack"
+    echo "gpu-check: packed ${#exes[@]} executable(s): $(printf '%s ' "${exes[@]##*/}")"
+    echo "gpu-check: $bundle_dir/bundle.tar.xz, $(du -h "$bundle_dir/bundle.tar.xz" | cut -f1) (carry $bundle_dir)"
+    ;;
+  run)
+    [ -f "$bundle_dir/bundle.tar.xz" ] || { echo "gpu-check: no $bundle_dir/bundle.tar.xz (run 'bundle' first)" >&2; exit 1; }
+    work=$(mktemp -d)
+    tar -C "$work" -xJf "$bundle_dir/bundle.tar.xz"
+    out=${OUT:-$work/out}
+    mkdir -p "$out"
+    # PyTorch's CUDA libraries: nvidia/<package>/lib folders beside torch.
+    torch_libs=$(python3 - <<'PY' 2>/dev/null || true
+import glob, os
+try:
+    import nvidia
+    roots = list(nvidia.__path__)
+except Exception:
+    roots = []
+print(":".join(sorted({d for r in roots for d in glob.glob(os.path.join(r, "*", "lib"))})))
+PY
+)
+    export LD_LIBRARY_PATH="$work/pack/lib:${torch_libs}:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
+    echo "gpu-check: bundle of commit $(cat "$work/pack/commit")"
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || echo "gpu-check: nvidia-smi not available"
+    status=0
+    rows=()
+    for exe in "$work"/pack/bin/*; do
+      name=$(basename "$exe")
+      log="$out/$name.log"
+      start=$(date +%s.%N)
+      if "$exe" >"$log" 2>&1; then result=passed; else result=FAILED; status=1; fi
+      secs=$(echo "$(date +%s.%N) - $start" | bc)
+      passed=$(grep -c '^\[       OK \]' "$log" || true)
+      failed=$(grep -cE '^\[  FAILED  \] .* \([0-9]+ ms\)$' "$log" || true)
+      skipped=$(grep -cE '^\[  SKIPPED \] .* \([0-9]+ ms\)$' "$log" || true)
+      rows+=("$(printf '| %-28s | %-6s | %6s | %6s | %7s | %7.1f |' "$name" "$result" "$passed" "$failed" "$skipped" "$secs")")
+      if [ "$result" = FAILED ]; then grep -E 'Failure|Expected|Which is|error|seed' "$log" | head -40; fi
+    done
+    echo
+    echo "| executable                   | result | passed | failed | skipped | seconds |"
+    echo "|---|---|---|---|---|---|"
+    printf '%s\n' "${rows[@]}"
+    exit "$status"
+    ;;
+  *)
+    echo "usage: scripts/gpu-check.sh bundle | run   (docs/gpu-check.md)" >&2
+    exit 2
+    ;;
+esac
