@@ -1,7 +1,7 @@
-// CUDA twins of the layer entry functions of model/layers.h that are our own kernels (the paper-exact
-// LRN, activations, max pooling, dropout with the CPU's counter-based masks, softmax cross-entropy, the
-// paper's SGD update). Same argument lists plus a stream; float32 tensors on one CUDA device.
-// Convolution, the FC layers and batch norm go to cuDNN / cuBLAS behind the same kind of interface.
+// CUDA twins of the layer entry functions of model/layers.h: our own kernels for the paper-exact LRN,
+// activations, max pooling, dropout with the CPU's counter-based masks, softmax cross-entropy, batch norm
+// and the paper's SGD update; cuDNN for convolution and cuBLAS for the FC layers. Same argument lists
+// plus a stream; float32 tensors on one CUDA device.
 //
 // Every call is asynchronous on `stream` (nullptr: the legacy default stream) and allocates nothing,
 // except softmax_xent_forward_cuda, which returns the loss and therefore synchronises the stream.
@@ -9,6 +9,7 @@
 
 #include <cstdint>
 
+#include "core/config.h"
 #include "core/tensor.h"
 #include "model/layers.h"
 
@@ -53,6 +54,29 @@ void softmax_xent_backward_cuda(const Tensor& probs, const Tensor& labels, Tenso
 // The paper's rule: v <- momentum v - weight_decay lr w - lr g; w <- w + v (one fused pass).
 void sgd_update_cuda(Tensor& w, const Tensor& g, Tensor& v, double lr, double momentum, double weight_decay,
                      CudaStream stream);
+
+// ---- library-backed layers (model/cuda/dense_cuda.cu) ----
+
+// float32 (default): TF32 off in cuDNN and cuBLAS; tf32: tensor cores allowed. bf16 is not available yet.
+void set_cuda_precision(Precision precision);
+
+// As conv2d_*_cpu (cuDNN; algorithms found once per shape, deterministic ones only).
+void conv2d_forward_cuda(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y, const ConvParams& p,
+                         bool post_relu, CudaStream stream);
+void conv2d_backward_cuda(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx, Tensor& dw, Tensor& db,
+                          const ConvParams& p, CudaStream stream);
+// As linear_*_cpu (cuBLAS SGEMM on the row-major tensors read as column-major transposes).
+void linear_forward_cuda(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y, bool post_relu,
+                         CudaStream stream);
+void linear_backward_cuda(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx, Tensor& dw, Tensor& db,
+                          CudaStream stream);
+// As batchnorm_*_cpu. stats_workspace: float64 [2 C] on the device (training only).
+void batchnorm_forward_cuda(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& running_mean,
+                            Tensor& running_var, bool training, Tensor& y, Tensor& saved_mean, Tensor& saved_invstd,
+                            const BatchNormParams& p, Tensor& stats_workspace, CudaStream stream);
+void batchnorm_backward_cuda(const Tensor& x, const Tensor& gamma, const Tensor& saved_mean,
+                             const Tensor& saved_invstd, const Tensor& dy, Tensor& dx, Tensor& dgamma, Tensor& dbeta,
+                             CudaStream stream);
 
 // Waits for the stream and throws an Error naming `what` if a kernel failed.
 void cuda_sync_check(CudaStream stream, const char* what);

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <limits>
 
+#include "core/config.h"
 #include "core/device.h"
 #include "core/rng.h"
 #include "model/cuda/layers_cuda.h"
@@ -203,6 +204,86 @@ TEST_F(CudaLayers, PaperSgdUpdate) {
   cuda_sync_check(nullptr, "sgd");
   EXPECT_LE(max_rel(gw, w), 1e-6);
   EXPECT_LE(max_rel(gv, v), 1e-5);
+}
+
+TEST_F(CudaLayers, ConvolutionsOfTheNetwork) {
+  set_cuda_precision(Precision::kFloat32);
+  struct Case {
+    Shape x, w;
+    ConvParams p;
+  };
+  // conv1 (11/4/0), conv2 (5/1/2, groups 2), conv3 (3/1/1), conv4/5 (3/1/1, groups 2), small batches.
+  const Case cases[] = {{{2, 3, 67, 67}, {16, 3, 11, 11}, {4, 0, 1}},
+                        {{2, 8, 13, 13}, {12, 4, 5, 5}, {1, 2, 2}},
+                        {{3, 10, 7, 7}, {6, 10, 3, 3}, {1, 1, 1}},
+                        {{2, 12, 6, 6}, {8, 6, 3, 3}, {1, 1, 2}}};
+  for (const Case& c : cases) {
+    Tensor x = host(c.x), w = host(c.w, -0.1, 0.1), b = host({c.w[0]});
+    const int64_t Ho = conv_out_size(c.x[2], c.w[2], c.p.stride, c.p.pad);
+    const Shape ys{c.x[0], c.w[0], Ho, Ho};
+    Tensor y = Tensor::empty(ys), dy = host(ys), dx = Tensor::empty(c.x), dw = Tensor::empty(c.w), db = Tensor::empty({c.w[0]});
+    conv2d_forward_cpu(x, w, b, y, c.p, true);
+    conv2d_backward_cpu(x, w, dy, &dx, dw, db, c.p);
+    Tensor gx = gpu(x), gw = gpu(w), gy = poisoned(ys), gdx = poisoned(c.x), gdw = poisoned(c.w), gdb = poisoned({c.w[0]});
+    conv2d_forward_cuda(gx, gw, gpu(b), gy, c.p, true, nullptr);
+    conv2d_backward_cuda(gx, gw, gpu(dy), &gdx, gdw, gdb, c.p, nullptr);
+    cuda_sync_check(nullptr, "conv");
+    const std::string what = "conv " + shape_str(c.x) + " * " + shape_str(c.w);
+    EXPECT_LE(max_rel(gy, y), 1e-5) << what;
+    EXPECT_LE(max_rel(gdx, dx), 1e-5) << what;
+    EXPECT_LE(max_rel(gdw, dw), 1e-5) << what;
+    EXPECT_LE(max_rel(gdb, db), 1e-5) << what;
+  }
+}
+
+TEST_F(CudaLayers, FullyConnected) {
+  set_cuda_precision(Precision::kFloat32);
+  for (bool relu : {false, true}) {
+    const int64_t N = 19, In = 300, Out = 130;
+    Tensor x = host({N, In}), w = host({Out, In}, -0.1, 0.1), b = host({Out}), dy = host({N, Out});
+    Tensor y = Tensor::empty({N, Out}), dx = Tensor::empty({N, In}), dw = Tensor::empty({Out, In}), db = Tensor::empty({Out});
+    linear_forward_cpu(x, w, b, y, relu);
+    linear_backward_cpu(x, w, dy, &dx, dw, db);
+    Tensor gx = gpu(x), gw = gpu(w), gy = poisoned({N, Out}), gdx = poisoned({N, In}), gdw = poisoned({Out, In}),
+           gdb = poisoned({Out});
+    linear_forward_cuda(gx, gw, gpu(b), gy, relu, nullptr);
+    linear_backward_cuda(gx, gw, gpu(dy), &gdx, gdw, gdb, nullptr);
+    cuda_sync_check(nullptr, "linear");
+    EXPECT_LE(max_rel(gy, y), 1e-5);
+    EXPECT_LE(max_rel(gdx, dx), 1e-5);
+    EXPECT_LE(max_rel(gdw, dw), 1e-5);
+    EXPECT_LE(max_rel(gdb, db), 1e-5);
+  }
+}
+
+TEST_F(CudaLayers, BatchNormTrainingAndEval) {
+  for (const Shape& s : {Shape{4, 6, 5, 7}, Shape{9, 11}}) {
+    const int64_t C = s[1];
+    const BatchNormParams p;
+    Tensor x = host(s, -2, 3), g = host({C}, 0.5, 1.5), be = host({C}), dy = host(s);
+    Tensor rm = host({C}), rv = host({C}, 0.5, 2);
+    Tensor y = Tensor::empty(s), sm = Tensor::empty({C}), si = Tensor::empty({C}), dx = Tensor::empty(s),
+           dg = Tensor::empty({C}), db = Tensor::empty({C}), ye = Tensor::empty(s);
+    Tensor grm = gpu(rm), grv = gpu(rv);
+    batchnorm_forward_cpu(x, g, be, rm, rv, true, y, sm, si, p);
+    batchnorm_backward_cpu(x, g, sm, si, dy, dx, dg, db);
+    batchnorm_forward_cpu(x, g, be, rm, rv, false, ye, sm, si, p);
+    Tensor gx = gpu(x), gg = gpu(g), gbe = gpu(be), gy = poisoned(s), gsm = poisoned({C}), gsi = poisoned({C}),
+           gdx = poisoned(s), gdg = poisoned({C}), gdb = poisoned({C}), gye = poisoned(s),
+           ws = poisoned({2 * C}, DType::kF64);
+    batchnorm_forward_cuda(gx, gg, gbe, grm, grv, true, gy, gsm, gsi, p, ws, nullptr);
+    batchnorm_backward_cuda(gx, gg, gsm, gsi, gpu(dy), gdx, gdg, gdb, nullptr);
+    batchnorm_forward_cuda(gx, gg, gbe, grm, grv, false, gye, gsm, gsi, p, ws, nullptr);
+    cuda_sync_check(nullptr, "batchnorm");
+    const std::string what = "batchnorm " + shape_str(s);
+    EXPECT_LE(max_rel(gy, y), 1e-5) << what;
+    EXPECT_LE(max_rel(grm, rm), 1e-6) << what;
+    EXPECT_LE(max_rel(grv, rv), 1e-6) << what;
+    EXPECT_LE(max_rel(gdx, dx), 1e-5) << what;
+    EXPECT_LE(max_rel(gdg, dg), 1e-5) << what;
+    EXPECT_LE(max_rel(gdb, db), 1e-5) << what;
+    EXPECT_LE(max_rel(gye, ye), 1e-5) << what;
+  }
 }
 
 }  // namespace
