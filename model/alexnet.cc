@@ -9,6 +9,7 @@
 #include "core/error.h"
 #include "core/rng.h"
 #include "model/layers.h"
+#include "model/ops.h"
 
 namespace alexnet {
 namespace {
@@ -17,34 +18,15 @@ constexpr int kConv1 = 48, kConv2 = 128, kConv3 = 192, kConv4 = 192, kConv5 = 12
 constexpr int kFc = 2048;                                                           // per tower
 constexpr double kInitStd = 0.01;  // paper §5
 
-// Columns [col0, col0 + src row length) of every row of dst ([N, *]) receive src ([N, *]).
+// Columns [col0, col0 + src row length) of every row of dst ([N, *]) receive src ([N, *]); any devices.
 void put_columns(const Tensor& src, Tensor& dst, int64_t col0) {
-  const int64_t n = src.dim(0), w = src.numel() / n, dw = dst.numel() / n;
-  ALEXNET_ASSERT(dst.dim(0) == n && col0 + w <= dw, "put_columns: ", src.describe(), " into ",
-                 dst.describe(), " at ", col0);
-  const float* s = src.data<float>();
-  float* d = dst.data<float>();
-#pragma omp parallel for
-  for (int64_t r = 0; r < n; ++r) std::memcpy(d + r * dw + col0, s + r * w, w * sizeof(float));
+  ops::copy_columns(src, 0, dst, col0, src.numel() / src.dim(0), false, nullptr);
 }
 
-// dst ([N, w]) = (accumulate ? dst : 0) + columns [col0, col0 + w) of src ([N, *]).
-void take_columns(const Tensor& src, int64_t col0, Tensor& dst, bool accumulate) {
-  const int64_t n = dst.dim(0), w = dst.numel() / n, sw = src.numel() / n;
-  ALEXNET_ASSERT(src.dim(0) == n && col0 + w <= sw, "take_columns: ", src.describe(), " into ",
-                 dst.describe(), " at ", col0);
-  const float* s = src.data<float>();
-  float* d = dst.data<float>();
-#pragma omp parallel for
-  for (int64_t r = 0; r < n; ++r) {
-    const float* sr = s + r * sw + col0;
-    float* dr = d + r * w;
-    if (accumulate) {
-      for (int64_t i = 0; i < w; ++i) dr[i] += sr[i];
-    } else {
-      std::memcpy(dr, sr, w * sizeof(float));
-    }
-  }
+// dst ([N, w]) = (accumulate ? dst : 0) + columns [col0, col0 + w) of src ([N, *]); any devices.
+// staging ([N, w] on dst's device) is needed to accumulate from another device.
+void take_columns(const Tensor& src, int64_t col0, Tensor& dst, bool accumulate, Tensor* staging = nullptr) {
+  ops::copy_columns(src, col0, dst, 0, dst.numel() / dst.dim(0), accumulate, staging);
 }
 
 }  // namespace
@@ -121,8 +103,9 @@ int64_t alexnet_parameter_count(const ModelConfig& cfg) {
 AlexNet::AlexNet(const ModelConfig& cfg, std::array<Device, kTowers> devices)
     : cfg_(cfg), shapes_(alexnet_shapes(cfg)), table_(alexnet_param_table(cfg)), devices_(devices) {
   for (int t = 0; t < kTowers; ++t) {
-    ALEXNET_CHECK(devices_[t].is_cpu(), "the model's CUDA path is not part of this build's CPU graph; tower ",
-                  t, " asked for ", devices_[t].str());
+#if !ALEXNET_WITH_CUDA
+    ALEXNET_CHECK(devices_[t].is_cpu(), "this build has no CUDA backend; tower ", t, " asked for ", devices_[t].str());
+#endif
     Tower& tw = towers_[t];
     int64_t total = 0;
     for (const ParamInfo& p : table_)
@@ -316,9 +299,26 @@ Tensor AlexNet::forward(const Tensor& x, bool training, const PassOptions& opt) 
   }
   const int64_t* sample_ids = opt.sample_ids ? opt.sample_ids : ids.data();
   const int64_t c1 = s.conv1, p1 = s.pool1, p2 = s.pool2, p5 = s.pool5;
+  // Each tower's copy of the input (the host batch itself on the CPU), and of the sample ids for the
+  // dropout draws on a device.
+  std::array<Tensor, kTowers> xin;
+  std::array<const Tensor*, kTowers> ids_dev{};
+  for (int t = 0; t < kTowers; ++t) {
+    if (devices_[t].is_cpu()) {
+      towers_[t].ws["x"] = x;
+    } else {
+      scratch(t, "x", x.shape()).copy_from(x);
+      if (dropout) {
+        Tensor& d = scratch(t, "sample_ids", {n}, DType::kI64);
+        d.copy_from(Tensor::from_vector<int64_t>({n}, std::vector<int64_t>(sample_ids, sample_ids + n)));
+        ids_dev[t] = &d;
+      }
+    }
+    xin[t] = towers_[t].ws.at("x");
+  }
 
   auto act = [&](Tensor& a) {
-    if (!relu) tanh_forward_cpu(a, a);
+    if (!relu) ops::tanh_forward(a, a);
   };
   auto norm = [&](int t, int which, const Tensor& a, const std::string& tag) -> Tensor {
     switch (cfg_.norm) {
@@ -327,8 +327,7 @@ Tensor AlexNet::forward(const Tensor& x, bool training, const PassOptions& opt) 
       case NormKind::kLrn2d: {
         Tensor& y = scratch(t, tag, a.shape());
         Tensor& sc = scratch(t, tag + ".scale", a.shape());
-        if (cfg_.norm == NormKind::kLrn) lrn_forward_cpu(a, y, sc, lrn);
-        else lrn2d_forward_cpu(a, y, sc, lrn);
+        ops::lrn_forward(a, y, sc, lrn, cfg_.norm == NormKind::kLrn2d);
         return y;
       }
       case NormKind::kBatchNorm: {
@@ -337,9 +336,10 @@ Tensor AlexNet::forward(const Tensor& x, bool training, const PassOptions& opt) 
         Tensor& y = scratch(t, tag, a.shape());
         Tensor& mean = scratch(t, tag + ".mean", {a.dim(1)});
         Tensor& invstd = scratch(t, tag + ".invstd", {a.dim(1)});
-        batchnorm_forward_cpu(a, tw.p[index_of(nm + "/weight")], tw.p[index_of(nm + "/bias")],
-                              tw.p[index_of(nm + "/running_mean")], tw.p[index_of(nm + "/running_var")],
-                              training, y, mean, invstd, bnp);
+        Tensor& stats = scratch(t, tag + ".stats", {2 * a.dim(1)}, DType::kF64);
+        ops::batchnorm_forward(a, tw.p[index_of(nm + "/weight")], tw.p[index_of(nm + "/bias")],
+                               tw.p[index_of(nm + "/running_mean")], tw.p[index_of(nm + "/running_var")],
+                               training, y, mean, invstd, bnp, stats);
         return y;
       }
     }
@@ -349,13 +349,13 @@ Tensor AlexNet::forward(const Tensor& x, bool training, const PassOptions& opt) 
   auto pool_fwd = [&](int t, const Tensor& in, int64_t side, const std::string& tag) -> Tensor& {
     Shape shape{n, in.dim(1), side, side};
     Tensor& y = scratch(t, tag, shape);
-    maxpool_forward_cpu(in, y, scratch(t, tag + ".argmax", shape, DType::kI32), pool);
+    ops::maxpool_forward(in, y, scratch(t, tag + ".argmax", shape, DType::kI32), pool);
     return y;
   };
   auto fc = [&](int t, const Tensor& in, const char* layer, int64_t out, const std::string& tag) -> Tensor& {
     Tensor& h = scratch(t, tag, {n, out});
-    linear_forward_cpu(in, P(t, (std::string(layer) + "/weight").c_str()),
-                       P(t, (std::string(layer) + "/bias").c_str()), h, relu);
+    ops::linear_forward(in, P(t, (std::string(layer) + "/weight").c_str()),
+                        P(t, (std::string(layer) + "/bias").c_str()), h, relu);
     act(h);
     return h;
   };
@@ -364,7 +364,7 @@ Tensor AlexNet::forward(const Tensor& x, bool training, const PassOptions& opt) 
     Tensor& y = scratch(t, tag, h.shape());
     DropoutKeying k{make_key(opt.seed, RngPurpose::kDropout, layer_id), opt.step, sample_ids,
                     t * kFc};
-    dropout_forward_cpu(h, y, scratch(t, tag + ".mask", h.shape(), DType::kU8), cfg_.dropout, k);
+    ops::dropout_forward(h, y, scratch(t, tag + ".mask", h.shape(), DType::kU8), cfg_.dropout, {k, ids_dev[t]});
     return y;
   };
 
@@ -372,12 +372,12 @@ Tensor AlexNet::forward(const Tensor& x, bool training, const PassOptions& opt) 
   std::array<Tensor, kTowers> pool2;
   for (int t = 0; t < kTowers; ++t) {
     Tensor& a1 = scratch(t, "a1", {n, kConv1, c1, c1});
-    conv2d_forward_cpu(x, P(t, "conv1/weight"), P(t, "conv1/bias"), a1, {4, 0, 1}, relu);
+    ops::conv2d_forward(xin[t], P(t, "conv1/weight"), P(t, "conv1/bias"), a1, {4, 0, 1}, relu);
     act(a1);
     Tensor n1 = norm(t, 1, a1, "n1");
     Tensor& q1 = pool_fwd(t, n1, p1, "p1");
     Tensor& a2 = scratch(t, "a2", {n, kConv2, p1, p1});
-    conv2d_forward_cpu(q1, P(t, "conv2/weight"), P(t, "conv2/bias"), a2, {1, 2, 1}, relu);
+    ops::conv2d_forward(q1, P(t, "conv2/weight"), P(t, "conv2/bias"), a2, {1, 2, 1}, relu);
     act(a2);
     Tensor n2 = norm(t, 2, a2, "n2");
     pool2[t] = pool_fwd(t, n2, p2, "p2");
@@ -389,13 +389,13 @@ Tensor AlexNet::forward(const Tensor& x, bool training, const PassOptions& opt) 
     put_columns(pool2[0], in3, 0);
     put_columns(pool2[1], in3, kConv2 * p2 * p2);
     Tensor& a3 = scratch(t, "a3", {n, kConv3, p2, p2});
-    conv2d_forward_cpu(in3, P(t, "conv3/weight"), P(t, "conv3/bias"), a3, {1, 1, 1}, relu);
+    ops::conv2d_forward(in3, P(t, "conv3/weight"), P(t, "conv3/bias"), a3, {1, 1, 1}, relu);
     act(a3);
     Tensor& a4 = scratch(t, "a4", {n, kConv4, p2, p2});
-    conv2d_forward_cpu(a3, P(t, "conv4/weight"), P(t, "conv4/bias"), a4, {1, 1, 1}, relu);
+    ops::conv2d_forward(a3, P(t, "conv4/weight"), P(t, "conv4/bias"), a4, {1, 1, 1}, relu);
     act(a4);
     Tensor& a5 = scratch(t, "a5", {n, kConv5, p2, p2});
-    conv2d_forward_cpu(a4, P(t, "conv5/weight"), P(t, "conv5/bias"), a5, {1, 1, 1}, relu);
+    ops::conv2d_forward(a4, P(t, "conv5/weight"), P(t, "conv5/bias"), a5, {1, 1, 1}, relu);
     act(a5);
     pool5[t] = pool_fwd(t, a5, p5, "p5");
   }
@@ -422,7 +422,7 @@ Tensor AlexNet::forward(const Tensor& x, bool training, const PassOptions& opt) 
     put_columns(prev[0], in, 0);
     put_columns(prev[1], in, kFc);
     Tensor& out = scratch(t, "logits", {n, t == 0 ? split8 : cfg_.num_classes - split8});
-    linear_forward_cpu(in, P(t, "fc8/weight"), P(t, "fc8/bias"), out, false);
+    ops::linear_forward(in, P(t, "fc8/weight"), P(t, "fc8/bias"), out, false);
     put_columns(out, logits, t == 0 ? 0 : split8);
   }
   return logits;
@@ -446,13 +446,16 @@ void AlexNet::backward(const Tensor& dlogits) {
   };
   // In place: dy becomes the gradient before the activation whose output is y.
   auto act_bwd = [&](const Tensor& y, Tensor& dy) {
-    if (relu) relu_backward_cpu(y, dy, dy);
-    else tanh_backward_cpu(y, dy, dy);
+    if (relu) ops::relu_backward(y, dy, dy);
+    else ops::tanh_backward(y, dy, dy);
   };
   // Gradient of tower t's part of a gathered input: the sum over both towers' input gradients.
-  auto scatter = [&](const std::string& dx_name, int64_t col0, Tensor& out) {
+  const PoolParams pool{cfg_.pool.size, cfg_.pool.stride};
+  // out lives on tower t's device; the other tower's part arrives through a staging copy there.
+  auto scatter = [&](const std::string& dx_name, int64_t col0, Tensor& out, int t) {
     take_columns(ws(0, dx_name), col0, out, false);
-    take_columns(ws(1, dx_name), col0, out, true);
+    Tensor* staging = out.device().is_cpu() ? nullptr : &scratch(t, dx_name + ".staging", out.shape());
+    take_columns(ws(1, dx_name), col0, out, true, staging);
   };
 
   const int64_t split8 = table_[index_of("fc8/weight")].split;
@@ -460,20 +463,20 @@ void AlexNet::backward(const Tensor& dlogits) {
     Tensor& dl = scratch(t, "dlogits", ws(t, "logits").shape());
     take_columns(dlogits, t == 0 ? 0 : split8, dl, false);
     Tensor& dx = scratch(t, "dx_fc8", ws(t, "in_fc8").shape());
-    linear_backward_cpu(ws(t, "in_fc8"), W(t, "fc8"), dl, &dx, GW(t, "fc8"), GB(t, "fc8"));
+    ops::linear_backward(ws(t, "in_fc8"), W(t, "fc8"), dl, &dx, GW(t, "fc8"), GB(t, "fc8"));
     ready(t, "fc8");
   }
   std::string next_dx = "dx_fc8";
   for (const std::string layer : {"fc7", "fc6"}) {
     for (int t = 0; t < kTowers; ++t) {
       Tensor& dh = scratch(t, "dh_" + layer, {n, kFc});
-      scatter(next_dx, t * kFc, dh);
-      if (dropout) dropout_backward_cpu(dh, ws(t, "d_" + layer + ".mask"), cfg_.dropout, dh);
+      scatter(next_dx, t * kFc, dh, t);
+      if (dropout) ops::dropout_backward(dh, ws(t, "d_" + layer + ".mask"), cfg_.dropout, dh);
       act_bwd(ws(t, "h_" + layer), dh);
     }
     for (int t = 0; t < kTowers; ++t) {
       Tensor& dx = scratch(t, "dx_" + layer, ws(t, "in_" + layer).shape());
-      linear_backward_cpu(ws(t, "in_" + layer), W(t, layer), ws(t, "dh_" + layer), &dx, GW(t, layer),
+      ops::linear_backward(ws(t, "in_" + layer), W(t, layer), ws(t, "dh_" + layer), &dx, GW(t, layer),
                           GB(t, layer));
       ready(t, layer);
     }
@@ -482,42 +485,40 @@ void AlexNet::backward(const Tensor& dlogits) {
   const int64_t p2 = s.pool2, p5 = s.pool5;
   for (int t = 0; t < kTowers; ++t) {
     Tensor& dp5 = scratch(t, "dp5", {n, kConv5, p5, p5});
-    scatter("dx_fc6", t * kConv5 * p5 * p5, dp5);
+    scatter("dx_fc6", t * kConv5 * p5 * p5, dp5, t);
     Tensor& da5 = scratch(t, "da5", {n, kConv5, p2, p2});
-    maxpool_backward_cpu(dp5, ws(t, "p5.argmax"), da5);
+    ops::maxpool_backward(dp5, ws(t, "p5.argmax"), da5, pool);
     act_bwd(ws(t, "a5"), da5);
     Tensor& da4 = scratch(t, "da4", {n, kConv4, p2, p2});
-    conv2d_backward_cpu(ws(t, "a4"), W(t, "conv5"), da5, &da4, GW(t, "conv5"), GB(t, "conv5"), {1, 1, 1});
+    ops::conv2d_backward(ws(t, "a4"), W(t, "conv5"), da5, &da4, GW(t, "conv5"), GB(t, "conv5"), {1, 1, 1});
     ready(t, "conv5");
     act_bwd(ws(t, "a4"), da4);
     Tensor& da3 = scratch(t, "da3", {n, kConv3, p2, p2});
-    conv2d_backward_cpu(ws(t, "a3"), W(t, "conv4"), da4, &da3, GW(t, "conv4"), GB(t, "conv4"), {1, 1, 1});
+    ops::conv2d_backward(ws(t, "a3"), W(t, "conv4"), da4, &da3, GW(t, "conv4"), GB(t, "conv4"), {1, 1, 1});
     ready(t, "conv4");
     act_bwd(ws(t, "a3"), da3);
     Tensor& din3 = scratch(t, "dx_in3", ws(t, "in3").shape());
-    conv2d_backward_cpu(ws(t, "in3"), W(t, "conv3"), da3, &din3, GW(t, "conv3"), GB(t, "conv3"), {1, 1, 1});
+    ops::conv2d_backward(ws(t, "in3"), W(t, "conv3"), da3, &din3, GW(t, "conv3"), GB(t, "conv3"), {1, 1, 1});
     ready(t, "conv3");
   }
   for (int t = 0; t < kTowers; ++t) {
     Tower& tw = towers_[t];
     Tensor& dp2 = scratch(t, "dp2", {n, kConv2, p2, p2});
-    scatter("dx_in3", t * kConv2 * p2 * p2, dp2);
+    scatter("dx_in3", t * kConv2 * p2 * p2, dp2, t);
     for (int which : {2, 1}) {
       // pool -> norm -> activation -> conv, for conv2 then conv1.
       const std::string k = std::to_string(which);
       const Tensor& a = ws(t, "a" + k);
       Tensor& dnorm = scratch(t, "dn" + k, a.shape());
-      maxpool_backward_cpu(which == 2 ? dp2 : ws(t, "dp1"), ws(t, "p" + k + ".argmax"), dnorm);
+      ops::maxpool_backward(which == 2 ? dp2 : ws(t, "dp1"), ws(t, "p" + k + ".argmax"), dnorm, pool);
       Tensor* da = &dnorm;
       if (cfg_.norm != NormKind::kNone) {
         da = &scratch(t, "da" + k, a.shape());
         const std::string tag = "n" + k;
-        if (cfg_.norm == NormKind::kLrn)
-          lrn_backward_cpu(a, ws(t, tag), ws(t, tag + ".scale"), dnorm, *da, lrn);
-        else if (cfg_.norm == NormKind::kLrn2d)
-          lrn2d_backward_cpu(a, ws(t, tag), ws(t, tag + ".scale"), dnorm, *da, lrn);
+        if (cfg_.norm == NormKind::kLrn || cfg_.norm == NormKind::kLrn2d)
+          ops::lrn_backward(a, ws(t, tag), ws(t, tag + ".scale"), dnorm, *da, lrn, cfg_.norm == NormKind::kLrn2d);
         else
-          batchnorm_backward_cpu(a, tw.p[index_of("norm" + k + "/weight")], ws(t, tag + ".mean"),
+          ops::batchnorm_backward(a, tw.p[index_of("norm" + k + "/weight")], ws(t, tag + ".mean"),
                                  ws(t, tag + ".invstd"), dnorm, *da,
                                  tw.g[index_of("norm" + k + "/weight")], tw.g[index_of("norm" + k + "/bias")]);
         if (cfg_.norm == NormKind::kBatchNorm) ready(t, "norm" + k);
@@ -525,10 +526,10 @@ void AlexNet::backward(const Tensor& dlogits) {
       act_bwd(a, *da);
       if (which == 2) {
         Tensor& dp1 = scratch(t, "dp1", ws(t, "p1").shape());
-        conv2d_backward_cpu(ws(t, "p1"), W(t, "conv2"), *da, &dp1, GW(t, "conv2"), GB(t, "conv2"), {1, 2, 1});
+        ops::conv2d_backward(ws(t, "p1"), W(t, "conv2"), *da, &dp1, GW(t, "conv2"), GB(t, "conv2"), {1, 2, 1});
         ready(t, "conv2");
       } else {
-        conv2d_backward_cpu(ws(t, "x"), W(t, "conv1"), *da, nullptr, GW(t, "conv1"),
+        ops::conv2d_backward(ws(t, "x"), W(t, "conv1"), *da, nullptr, GW(t, "conv1"),
                             GB(t, "conv1"), {4, 0, 1});
         ready(t, "conv1");
       }
@@ -539,7 +540,6 @@ void AlexNet::backward(const Tensor& dlogits) {
 double AlexNet::train_pass(const Tensor& images, const Tensor& labels, const PassOptions& opt,
                            Tensor* logits_out) {
   check_batch(images, &labels);
-  for (int t = 0; t < kTowers; ++t) towers_[t].ws["x"] = images;  // conv1's input, for its backward
   Tensor logits = forward(images, true, opt);
   Tensor& probs = scratch(-1, "probs", logits.shape());
   const double loss = softmax_xent_forward_cpu(logits, labels, probs);
@@ -576,7 +576,7 @@ void AlexNet::sgd_step(double lr, double momentum, double weight_decay) {
   for (Tower& tw : towers_)
     for (size_t i = 0; i < table_.size(); ++i)
       if (table_[i].trainable)
-        sgd_update_cpu(tw.p[i], tw.g[i], tw.v[i], lr, momentum, table_[i].decay ? weight_decay : 0.0);
+        ops::sgd_update(tw.p[i], tw.g[i], tw.v[i], lr, momentum, table_[i].decay ? weight_decay : 0.0);
 }
 
 }  // namespace alexnet

@@ -251,6 +251,19 @@ __global__ void sgd(float* w, const float* g, float* v, int64_t n, float mom, fl
 
 void set_device(const Tensor& t) { ALEXNET_CUDA_OK(cudaSetDevice(t.device().index)); }
 
+__global__ void add_columns(float* dst, int64_t dst_w, int64_t dst_col0, const float* src, int64_t width, int64_t N) {
+  ALEXNET_FOR_EACH(i, N * width) {
+    const int64_t r = i / width, c = i % width;
+    dst[r * dst_w + dst_col0 + c] += src[i];
+  }
+}
+
+void sync_device_of(const Tensor& t) {
+  if (!t.device().is_cuda()) return;
+  ALEXNET_CUDA_OK(cudaSetDevice(t.device().index));
+  ALEXNET_CUDA_OK(cudaDeviceSynchronize());
+}
+
 }  // namespace
 
 void relu_forward_cuda(const Tensor& x, Tensor& y, CudaStream s) {
@@ -447,6 +460,32 @@ void sgd_update_cuda(Tensor& w, const Tensor& g, Tensor& v, double lr, double mo
                                                  static_cast<float>(momentum), static_cast<float>(weight_decay * lr),
                                                  static_cast<float>(lr));
   launched("sgd_update");
+}
+
+void copy_columns_cuda(const Tensor& src, int64_t src_col0, Tensor& dst, int64_t dst_col0, int64_t width,
+                       bool accumulate, Tensor* staging) {
+  ALEXNET_ASSERT(src.dtype() == DType::kF32 && dst.dtype() == DType::kF32 && src.dim(0) == dst.dim(0),
+                 "copy_columns: ", src.describe(), " -> ", dst.describe());
+  const int64_t N = src.dim(0), sw = src.numel() / N, dw = dst.numel() / N;
+  ALEXNET_ASSERT(src_col0 + width <= sw && dst_col0 + width <= dw, "copy_columns: columns out of range");
+  sync_device_of(src);
+  sync_device_of(dst);
+  const size_t row_bytes = static_cast<size_t>(width) * sizeof(float);
+  if (!accumulate) {
+    if (dst.device().is_cuda()) ALEXNET_CUDA_OK(cudaSetDevice(dst.device().index));
+    ALEXNET_CUDA_OK(cudaMemcpy2D(dst.data<float>() + dst_col0, dw * sizeof(float), src.data<float>() + src_col0,
+                                 sw * sizeof(float), row_bytes, N, cudaMemcpyDefault));
+    return;
+  }
+  ALEXNET_ASSERT(dst.device().is_cuda() && staging && staging->device() == dst.device() &&
+                     staging->numel() == N * width && staging->dtype() == DType::kF32,
+                 "copy_columns: accumulating needs staging [N, width] on ", dst.device().str());
+  ALEXNET_CUDA_OK(cudaSetDevice(dst.device().index));
+  ALEXNET_CUDA_OK(cudaMemcpy2D(staging->data<float>(), row_bytes, src.data<float>() + src_col0, sw * sizeof(float),
+                               row_bytes, N, cudaMemcpyDefault));
+  add_columns<<<blocks_for(N * width), kThreads>>>(dst.data<float>(), dw, dst_col0, staging->data<float>(), width, N);
+  launched("copy_columns");
+  ALEXNET_CUDA_OK(cudaDeviceSynchronize());
 }
 
 void cuda_sync_check(CudaStream s, const char* what) {

@@ -78,6 +78,16 @@ void batchnorm_backward_cuda(const Tensor& x, const Tensor& gamma, const Tensor&
                              const Tensor& saved_invstd, const Tensor& dy, Tensor& dx, Tensor& dgamma, Tensor& dbeta,
                              CudaStream stream);
 
+// ---- moving activations between the towers ----
+
+// Columns [dst_col0, dst_col0 + width) of every row of dst ([N, *]) become (accumulate ? themselves : 0)
+// + columns [src_col0, src_col0 + width) of src ([N, *]). float32; src and dst may live on any CUDA device
+// or the host (at least one on a device). The devices involved are synchronised first and the call
+// returns when the result is in place (correct before fast: the step's streams come later).
+// staging: float32 [N, width] on dst's device, needed when accumulating.
+void copy_columns_cuda(const Tensor& src, int64_t src_col0, Tensor& dst, int64_t dst_col0, int64_t width,
+                       bool accumulate, Tensor* staging);
+
 // Waits for the stream and throws an Error naming `what` if a kernel failed.
 void cuda_sync_check(CudaStream stream, const char* what);
 

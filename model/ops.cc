@@ -1,0 +1,150 @@
+#include "model/ops.h"
+
+#include <cstring>
+
+#include "core/error.h"
+#if ALEXNET_WITH_CUDA
+#include "model/cuda/layers_cuda.h"
+#endif
+
+namespace alexnet {
+namespace ops {
+namespace {
+
+// True for CPU tensors; CUDA tensors need a build with CUDA.
+bool on_cpu(const Tensor& t, const char* op) {
+  if (t.device().is_cpu()) return true;
+#if ALEXNET_WITH_CUDA
+  (void)op;
+  return false;
+#else
+  ALEXNET_FAIL(op, ": ", t.describe(), " is on ", t.device().str(), ", and this build has no CUDA backend");
+#endif
+}
+
+}  // namespace
+
+#if ALEXNET_WITH_CUDA
+#define ALEXNET_ON_DEVICE(call) call
+#else
+#define ALEXNET_ON_DEVICE(call) ALEXNET_FAIL("unreachable: no CUDA backend")
+#endif
+
+void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y, const ConvParams& p, bool post_relu) {
+  if (on_cpu(x, "conv2d_forward")) return conv2d_forward_cpu(x, w, b, y, p, post_relu);
+  ALEXNET_ON_DEVICE(conv2d_forward_cuda(x, w, b, y, p, post_relu, nullptr));
+}
+
+void conv2d_backward(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx, Tensor& dw, Tensor& db,
+                     const ConvParams& p) {
+  if (on_cpu(x, "conv2d_backward")) return conv2d_backward_cpu(x, w, dy, dx, dw, db, p);
+  ALEXNET_ON_DEVICE(conv2d_backward_cuda(x, w, dy, dx, dw, db, p, nullptr));
+}
+
+void linear_forward(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y, bool post_relu) {
+  if (on_cpu(x, "linear_forward")) return linear_forward_cpu(x, w, b, y, post_relu);
+  ALEXNET_ON_DEVICE(linear_forward_cuda(x, w, b, y, post_relu, nullptr));
+}
+
+void linear_backward(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx, Tensor& dw, Tensor& db) {
+  if (on_cpu(x, "linear_backward")) return linear_backward_cpu(x, w, dy, dx, dw, db);
+  ALEXNET_ON_DEVICE(linear_backward_cuda(x, w, dy, dx, dw, db, nullptr));
+}
+
+void relu_backward(const Tensor& y, const Tensor& dy, Tensor& dx) {
+  if (on_cpu(y, "relu_backward")) return relu_backward_cpu(y, dy, dx);
+  ALEXNET_ON_DEVICE(relu_backward_cuda(y, dy, dx, nullptr));
+}
+
+void tanh_forward(const Tensor& x, Tensor& y) {
+  if (on_cpu(x, "tanh_forward")) return tanh_forward_cpu(x, y);
+  ALEXNET_ON_DEVICE(tanh_forward_cuda(x, y, nullptr));
+}
+
+void tanh_backward(const Tensor& y, const Tensor& dy, Tensor& dx) {
+  if (on_cpu(y, "tanh_backward")) return tanh_backward_cpu(y, dy, dx);
+  ALEXNET_ON_DEVICE(tanh_backward_cuda(y, dy, dx, nullptr));
+}
+
+void lrn_forward(const Tensor& x, Tensor& y, Tensor& scale, const LrnParams& p, bool within) {
+  if (on_cpu(x, "lrn_forward")) return within ? lrn2d_forward_cpu(x, y, scale, p) : lrn_forward_cpu(x, y, scale, p);
+  ALEXNET_ON_DEVICE(within ? lrn2d_forward_cuda(x, y, scale, p, nullptr) : lrn_forward_cuda(x, y, scale, p, nullptr));
+}
+
+void lrn_backward(const Tensor& x, const Tensor& y, const Tensor& scale, const Tensor& dy, Tensor& dx,
+                  const LrnParams& p, bool within) {
+  if (on_cpu(x, "lrn_backward"))
+    return within ? lrn2d_backward_cpu(x, y, scale, dy, dx, p) : lrn_backward_cpu(x, y, scale, dy, dx, p);
+  ALEXNET_ON_DEVICE(within ? lrn2d_backward_cuda(x, y, scale, dy, dx, p, nullptr)
+                           : lrn_backward_cuda(x, y, scale, dy, dx, p, nullptr));
+}
+
+void batchnorm_forward(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& running_mean,
+                       Tensor& running_var, bool training, Tensor& y, Tensor& saved_mean, Tensor& saved_invstd,
+                       const BatchNormParams& p, Tensor& stats) {
+  if (on_cpu(x, "batchnorm_forward"))
+    return batchnorm_forward_cpu(x, gamma, beta, running_mean, running_var, training, y, saved_mean, saved_invstd, p);
+  ALEXNET_ON_DEVICE(batchnorm_forward_cuda(x, gamma, beta, running_mean, running_var, training, y, saved_mean,
+                                           saved_invstd, p, stats, nullptr));
+}
+
+void batchnorm_backward(const Tensor& x, const Tensor& gamma, const Tensor& saved_mean, const Tensor& saved_invstd,
+                        const Tensor& dy, Tensor& dx, Tensor& dgamma, Tensor& dbeta) {
+  if (on_cpu(x, "batchnorm_backward"))
+    return batchnorm_backward_cpu(x, gamma, saved_mean, saved_invstd, dy, dx, dgamma, dbeta);
+  ALEXNET_ON_DEVICE(batchnorm_backward_cuda(x, gamma, saved_mean, saved_invstd, dy, dx, dgamma, dbeta, nullptr));
+}
+
+void maxpool_forward(const Tensor& x, Tensor& y, Tensor& argmax, const PoolParams& p) {
+  if (on_cpu(x, "maxpool_forward")) return maxpool_forward_cpu(x, y, argmax, p);
+  ALEXNET_ON_DEVICE(maxpool_forward_cuda(x, y, argmax, p, nullptr));
+}
+
+void maxpool_backward(const Tensor& dy, const Tensor& argmax, Tensor& dx, const PoolParams& p) {
+  if (on_cpu(dy, "maxpool_backward")) return maxpool_backward_cpu(dy, argmax, dx);
+  ALEXNET_ON_DEVICE(maxpool_backward_cuda(dy, argmax, dx, p, nullptr));
+}
+
+void dropout_forward(const Tensor& x, Tensor& y, Tensor& mask, double p, const DropoutArgs& k) {
+  if (on_cpu(x, "dropout_forward")) return dropout_forward_cpu(x, y, mask, p, k.keying);
+  ALEXNET_ASSERT(k.sample_ids_device, "dropout_forward on ", x.device().str(), " needs the sample ids there");
+  ALEXNET_ON_DEVICE(dropout_forward_cuda(x, y, mask, p, k.keying.key, k.keying.step, *k.sample_ids_device,
+                                         k.keying.unit_offset, nullptr));
+}
+
+void dropout_backward(const Tensor& dy, const Tensor& mask, double p, Tensor& dx) {
+  if (on_cpu(dy, "dropout_backward")) return dropout_backward_cpu(dy, mask, p, dx);
+  ALEXNET_ON_DEVICE(dropout_backward_cuda(dy, mask, p, dx, nullptr));
+}
+
+void sgd_update(Tensor& w, const Tensor& g, Tensor& v, double lr, double momentum, double weight_decay) {
+  if (on_cpu(w, "sgd_update")) return sgd_update_cpu(w, g, v, lr, momentum, weight_decay);
+  ALEXNET_ON_DEVICE(sgd_update_cuda(w, g, v, lr, momentum, weight_decay, nullptr));
+}
+
+void copy_columns(const Tensor& src, int64_t src_col0, Tensor& dst, int64_t dst_col0, int64_t width, bool accumulate,
+                  Tensor* staging) {
+  const int64_t n = src.dim(0), sw = src.numel() / n, dw = dst.numel() / n;
+  ALEXNET_ASSERT(dst.dim(0) == n && src_col0 + width <= sw && dst_col0 + width <= dw, "copy_columns: ",
+                 src.describe(), " [", src_col0, ", +", width, ") into ", dst.describe(), " at ", dst_col0);
+  if (src.device().is_cpu() && dst.device().is_cpu()) {
+    const float* s = src.data<float>();
+    float* d = dst.data<float>();
+#pragma omp parallel for
+    for (int64_t r = 0; r < n; ++r) {
+      const float* sr = s + r * sw + src_col0;
+      float* dr = d + r * dw + dst_col0;
+      if (accumulate) {
+        for (int64_t i = 0; i < width; ++i) dr[i] += sr[i];
+      } else {
+        std::memcpy(dr, sr, width * sizeof(float));
+      }
+    }
+    return;
+  }
+  on_cpu(src.device().is_cpu() ? dst : src, "copy_columns");
+  ALEXNET_ON_DEVICE(copy_columns_cuda(src, src_col0, dst, dst_col0, width, accumulate, staging));
+}
+
+}  // namespace ops
+}  // namespace alexnet

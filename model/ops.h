@@ -1,0 +1,49 @@
+// The graph's view of the layers: one call per op that runs on the device its tensors live on — the CPU
+// entry functions of model/layers.h, or their CUDA twins (model/cuda/layers_cuda.h) in a build with CUDA.
+// A CUDA tensor in a build without CUDA is an error naming the op.
+#pragma once
+
+#include <cstdint>
+
+#include "model/layers.h"
+
+namespace alexnet {
+namespace ops {
+
+// Dropout keys as on the CPU; sample_ids_device: int64 [N] on the tensors' device (CUDA only).
+struct DropoutArgs {
+  DropoutKeying keying;
+  const Tensor* sample_ids_device = nullptr;
+};
+
+void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y, const ConvParams& p, bool post_relu);
+void conv2d_backward(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx, Tensor& dw, Tensor& db,
+                     const ConvParams& p);
+void linear_forward(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y, bool post_relu);
+void linear_backward(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx, Tensor& dw, Tensor& db);
+void relu_backward(const Tensor& y, const Tensor& dy, Tensor& dx);
+void tanh_forward(const Tensor& x, Tensor& y);
+void tanh_backward(const Tensor& y, const Tensor& dy, Tensor& dx);
+void lrn_forward(const Tensor& x, Tensor& y, Tensor& scale, const LrnParams& p, bool within);
+void lrn_backward(const Tensor& x, const Tensor& y, const Tensor& scale, const Tensor& dy, Tensor& dx,
+                  const LrnParams& p, bool within);
+// stats: float64 [2 C] scratch on a CUDA device (unused on the CPU).
+void batchnorm_forward(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& running_mean,
+                       Tensor& running_var, bool training, Tensor& y, Tensor& saved_mean, Tensor& saved_invstd,
+                       const BatchNormParams& p, Tensor& stats);
+void batchnorm_backward(const Tensor& x, const Tensor& gamma, const Tensor& saved_mean, const Tensor& saved_invstd,
+                        const Tensor& dy, Tensor& dx, Tensor& dgamma, Tensor& dbeta);
+void maxpool_forward(const Tensor& x, Tensor& y, Tensor& argmax, const PoolParams& p);
+void maxpool_backward(const Tensor& dy, const Tensor& argmax, Tensor& dx, const PoolParams& p);
+void dropout_forward(const Tensor& x, Tensor& y, Tensor& mask, double p, const DropoutArgs& k);
+void dropout_backward(const Tensor& dy, const Tensor& mask, double p, Tensor& dx);
+void sgd_update(Tensor& w, const Tensor& g, Tensor& v, double lr, double momentum, double weight_decay);
+
+// Columns [dst_col0, dst_col0 + width) of every row of dst ([N, *]) = (accumulate ? dst : 0) + columns
+// [src_col0, src_col0 + width) of src ([N, *]); the two may be on different devices. staging: float32
+// [N, width] on dst's device when accumulating across devices (else unused, may be null).
+void copy_columns(const Tensor& src, int64_t src_col0, Tensor& dst, int64_t dst_col0, int64_t width, bool accumulate,
+                  Tensor* staging);
+
+}  // namespace ops
+}  // namespace alexnet

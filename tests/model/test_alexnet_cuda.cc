@@ -1,0 +1,89 @@
+// The two-tower graph on CUDA devices against the same graph on the CPU: the same initialisation and
+// batch (fresh random pixels each run), dropout on with sample ids, then logits, loss, every gradient,
+// the weights after two SGD steps and the inference logits. Both towers on GPU 0, and one tower per GPU
+// when two are present. Label gpu: skips without a device.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cmath>
+
+#include "core/device.h"
+#include "model/alexnet.h"
+#include "tests/common/gradcheck.h"
+
+namespace alexnet {
+namespace {
+
+double rel_diff(const Tensor& a, const Tensor& b) {
+  Tensor x = a.clone(Device::cpu()).to(DType::kF64), y = b.clone(Device::cpu()).to(DType::kF64);
+  double num = 0, den = 0;
+  for (int64_t i = 0; i < x.numel(); ++i) {
+    const double d = x.data<double>()[i] - y.data<double>()[i];
+    if (std::isnan(d)) return INFINITY;
+    num += d * d;
+    den += y.data<double>()[i] * y.data<double>()[i];
+  }
+  return std::sqrt(num) / std::max(std::sqrt(den), 1e-30);
+}
+
+struct Case {
+  const char* name;
+  NormKind norm;
+  Activation act;
+};
+
+class AlexNetCuda : public ::testing::TestWithParam<Case> {};
+
+TEST_P(AlexNetCuda, MatchesTheCpuGraph) {
+  const int gpus = cuda_device_count();
+  if (gpus == 0) GTEST_SKIP() << "no CUDA device: " << device_summary();
+  const Case c = GetParam();
+  ModelConfig cfg;
+  cfg.num_classes = 10;
+  cfg.input_size = 99;
+  cfg.norm = c.norm;
+  cfg.activation = c.act;
+  const uint64_t seed = static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
+  std::printf("seed %llu\n", static_cast<unsigned long long>(seed));
+  const int64_t n = 6;
+  Tensor images = testing::random_tensor({n, 3, 99, 99}, seed, -100, 100).to(DType::kF32);
+  std::vector<int64_t> lab(n), ids(n);
+  for (int64_t i = 0; i < n; ++i) lab[i] = (static_cast<int64_t>(seed % 7) + 3 * i) % 10, ids[i] = 1000 + 37 * i;
+  Tensor labels = Tensor::from_vector<int64_t>({n}, lab);
+  std::vector<std::array<Device, kTowers>> placements = {{Device::cuda(0), Device::cuda(0)}};
+  if (gpus >= 2) placements.push_back({Device::cuda(0), Device::cuda(1)});
+  for (const auto& devices : placements) {
+    const std::string where = devices[0].str() + " + " + devices[1].str();
+    AlexNet cpu(cfg), gpu(cfg, devices);
+    cpu.init_scaled(seed % 1000);
+    gpu.init_scaled(seed % 1000);
+    PassOptions opt;
+    opt.seed = seed;
+    opt.step = 3;
+    opt.sample_ids = ids.data();
+    for (int step = 0; step < 2; ++step) {
+      Tensor lc, lg;
+      const double loss_c = cpu.train_pass(images, labels, opt, &lc);
+      const double loss_g = gpu.train_pass(images, labels, opt, &lg);
+      EXPECT_NEAR(loss_g, loss_c, 1e-4 * std::max(1.0, std::fabs(loss_c))) << c.name << " " << where;
+      EXPECT_LE(rel_diff(lg, lc), 1e-4) << c.name << " " << where << " logits";
+      const auto gc = cpu.gradients(), gg = gpu.gradients();
+      for (const auto& [name, g] : gc) EXPECT_LE(rel_diff(gg.at(name), g), 1e-3) << c.name << " " << where << " " << name;
+      cpu.sgd_step(0.001, 0.9, 0.0005);
+      gpu.sgd_step(0.001, 0.9, 0.0005);
+    }
+    const auto sc = cpu.state(), sg = gpu.state();
+    for (const auto& [name, t] : sc) EXPECT_LE(rel_diff(sg.at(name), t), 1e-4) << c.name << " " << where << " " << name;
+    EXPECT_LE(rel_diff(gpu.infer(images), cpu.infer(images)), 1e-4) << c.name << " " << where << " infer";
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Norms, AlexNetCuda,
+                         ::testing::Values(Case{"lrn_relu", NormKind::kLrn, Activation::kRelu},
+                                           Case{"lrn2d_relu", NormKind::kLrn2d, Activation::kRelu},
+                                           Case{"batchnorm_relu", NormKind::kBatchNorm, Activation::kRelu},
+                                           Case{"none_tanh", NormKind::kNone, Activation::kTanh}),
+                         [](const auto& info) { return std::string(info.param.name); });
+
+}  // namespace
+}  // namespace alexnet
