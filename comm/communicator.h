@@ -48,6 +48,8 @@ class Communicator {
   virtual void allreduce_metrics(double* data, size_t count, ReduceOp op) = 0;
   // Every rank's `values` (the same length on each), concatenated in rank order.
   virtual std::vector<uint64_t> allgather(const std::vector<uint64_t>& values) = 0;
+  // True when the float buffers of allreduce/broadcast are device memory (NCCL), not host memory.
+  virtual bool device_buffers() const { return false; }
 };
 
 // Size 1: reductions and broadcasts leave the data as it is (the average of one copy is itself).

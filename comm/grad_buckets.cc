@@ -55,8 +55,11 @@ GradBuckets::GradBuckets(Communicator& comm, std::vector<GradTensor> tensors, Gr
     for (size_t i = plan_[b].first; i < plan_[b].last; ++i) bucket_of_[i] = b;
   ready_.assign(tensors_.size(), 0);
   buckets_.resize(plan_.size());
-  for (size_t b = 0; b < plan_.size(); ++b)
+  for (size_t b = 0; b < plan_.size(); ++b) {
+    ALEXNET_CHECK(plan_[b].contiguous || !comm_.device_buffers(), "gradient bucket ", b, " (", tensors_[plan_[b].first].name,
+                  " ...) is not contiguous in device memory; ", comm_.describe(), " reduces device buffers in place only");
     if (!plan_[b].contiguous) buckets_[b].staging.resize(plan_[b].count);
+  }
 
   // Every rank must reduce the same buckets in the same order, or the collectives pair up wrongly and
   // sum unrelated gradients (or hang): agree on the layout before the first step.

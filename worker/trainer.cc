@@ -28,6 +28,10 @@
 #include "model/layers.h"
 #include "worker/run_state.h"
 #include "worker/schedule.h"
+#if ALEXNET_WITH_CUDA
+#include "comm/nccl_communicator.h"
+#include "model/cuda/layers_cuda.h"
+#endif
 
 namespace alexnet {
 namespace fs = std::filesystem;
@@ -102,6 +106,7 @@ class Worker {
   int run();
 
  private:
+  void choose_devices();
   void setup_comm();
   void restore();
   void train_step();
@@ -120,6 +125,8 @@ class Worker {
   CheckpointFolder folder_;
   std::unique_ptr<DataClient> client_;
   std::unique_ptr<AlexNet> model_;
+  std::array<Device, kTowers> devices_{Device::cpu(), Device::cpu()};
+  std::string backend_line_;
   std::unique_ptr<Communicator> world_;  // metrics and agreement
   std::array<std::unique_ptr<Communicator>, kTowers> tower_comm_;
   std::array<std::unique_ptr<GradBuckets>, kTowers> buckets_;
@@ -152,8 +159,15 @@ void Worker::setup_comm() {
   // One communicator per tower (shared/ARCHITECTURE.md): tower t's gradients are reduced among the
   // tower-t replicas of every rank, and the two reductions are independent.
   for (int t = 0; t < kTowers; ++t) {
-    if (size == 1) tower_comm_[t] = std::make_unique<LocalCommunicator>();
-    else tower_comm_[t] = std::make_unique<MpiCommunicator>(comm);
+    if (size == 1) {
+      tower_comm_[t] = std::make_unique<LocalCommunicator>();
+    } else if (devices_[t].is_cuda()) {
+#if ALEXNET_WITH_CUDA
+      tower_comm_[t] = std::make_unique<NcclCommunicator>(comm, devices_[t].index);
+#endif
+    } else {
+      tower_comm_[t] = std::make_unique<MpiCommunicator>(comm);
+    }
   }
   GradBucketOptions opts;
   opts.bucket_bytes = static_cast<size_t>(config_.parallel.bucket_mb * 1024.0 * 1024.0);
@@ -182,6 +196,34 @@ void Worker::setup_comm() {
              config_.parallel.bucket_mb, " MiB, ", options_.no_overlap ? "after backward" : "overlapping backward",
              size == 1 ? " (one rank: nothing to reduce)" : "");
   }
+}
+
+void Worker::choose_devices() {
+  const BackendKind backend = config_.parallel.backend;
+  const int gpus = cuda_device_count();
+  if (backend == BackendKind::kCpu || (backend == BackendKind::kAuto && gpus == 0)) {
+    backend_line_ = str_cat("CPU backend (", device_summary(), ")");
+    return;
+  }
+  ALEXNET_CHECK(gpus > 0, "config key 'parallel.backend': cuda, but this process sees no CUDA device (",
+                device_summary(), ")");
+  // This rank's position among the worker ranks of its node.
+  MPI_Comm local;
+  MPI_Comm_split_type(layout_.role_comm(), MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &local);
+  int local_rank = 0, local_size = 1;
+  MPI_Comm_rank(local, &local_rank);
+  MPI_Comm_size(local, &local_size);
+  MPI_Comm_free(&local);
+  const int per_rank = config_.parallel.devices_per_rank;
+  ALEXNET_CHECK(local_size * per_rank <= gpus, "config key 'parallel.devices_per_rank': ", local_size,
+                " worker rank(s) on this node x ", per_rank, " GPU(s) each need ", local_size * per_rank, " GPUs; ",
+                gpus, " visible. Use fewer workers per node or devices_per_rank 1 (NCCL needs a GPU of its own per rank)");
+  for (int t = 0; t < kTowers; ++t) devices_[t] = Device::cuda(per_rank == 2 ? 2 * local_rank + t : local_rank);
+#if ALEXNET_WITH_CUDA
+  set_cuda_precision(config_.parallel.precision);
+#endif
+  backend_line_ = str_cat("CUDA backend: tower 0 on GPU ", devices_[0].index, ", tower 1 on GPU ", devices_[1].index,
+                          ", precision ", enum_name(config_.parallel.precision));
 }
 
 void Worker::append_metrics(const std::string& json, bool history) {
@@ -494,16 +536,14 @@ void Worker::summary(double wall_s, const std::string& how) {
 
 int Worker::run() {
   start_ = last_checkpoint_ = Clock::now();
-  if (config_.parallel.backend == BackendKind::kCuda)
-    ALEXNET_FAIL("config key 'parallel.backend': cuda is not available in this build of alexnet-worker "
-                 "(the CUDA backend is not implemented yet); use cpu or auto");
   int threads = config_.parallel.threads;
   if (threads == 0) {
     const char* env = std::getenv("OMP_NUM_THREADS");
     threads = env ? std::max(1, std::atoi(env)) : 0;
   }
   threads = set_cpu_threads(threads);
-  model_ = std::make_unique<AlexNet>(config_.model);
+  choose_devices();
+  model_ = std::make_unique<AlexNet>(config_.model, devices_);
   if (rank_ == 0) {
     std::error_code ec;
     fs::create_directories(config_.run.dir, ec);
@@ -515,7 +555,7 @@ int Worker::run() {
     cfg << config_to_yaml(config_);
     ALEXNET_CHECK(cfg.good(), "cannot write ", config_.run.dir, "/config.yaml");
     log_info("alexnet-worker: run directory ", config_.run.dir, "; ", layout_.num_workers(), " worker rank(s) x ",
-             threads, " CPU thread(s), CPU backend (", device_summary(), ")");
+             threads, " CPU thread(s), ", backend_line_);
   }
   setup_comm();
   restore();

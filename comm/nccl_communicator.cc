@@ -1,0 +1,148 @@
+#include "comm/nccl_communicator.h"
+
+#include <cuda_runtime.h>
+#include <nccl.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <thread>
+
+#include "core/error.h"
+
+namespace alexnet {
+namespace {
+
+#define CUDA_OK(expr)                                                                                \
+  do {                                                                                               \
+    cudaError_t err_ = (expr);                                                                       \
+    ALEXNET_CHECK(err_ == cudaSuccess, "CUDA call ", #expr, " failed: ", cudaGetErrorString(err_)); \
+  } while (0)
+
+}  // namespace
+
+struct NcclCommunicator::State {
+  ncclComm_t comm = nullptr;
+  cudaStream_t stream = nullptr;
+  bool aborted = false;
+  std::string host;
+};
+
+#define NCCL_OK(expr)                                                                                          \
+  do {                                                                                                         \
+    ncclResult_t r_ = (expr);                                                                                  \
+    ALEXNET_CHECK(r_ == ncclSuccess, "NCCL call ", #expr, " failed on ", describe(), ": ", ncclGetErrorString(r_), \
+                  " (", ncclGetLastError(state_ ? state_->comm : nullptr), ")");                              \
+  } while (0)
+
+namespace {
+
+class NcclRequest final : public CommRequest {
+ public:
+  NcclRequest(const NcclCommunicator& owner, int device, cudaEvent_t done) : owner_(owner), device_(device), done_(done) {}
+  ~NcclRequest() override {
+    try {
+      wait();
+    } catch (...) {
+    }
+    cudaEventDestroy(done_);
+  }
+  bool test() override {
+    if (finished_) return true;
+    cudaSetDevice(device_);
+    const cudaError_t q = cudaEventQuery(done_);
+    if (q == cudaSuccess) return finished_ = true;
+    ALEXNET_CHECK(q == cudaErrorNotReady, "CUDA event query failed on ", owner_.describe(), ": ", cudaGetErrorString(q));
+    owner_.check_async();
+    return false;
+  }
+  void wait() override {
+    while (!test()) std::this_thread::sleep_for(std::chrono::microseconds(50));
+  }
+
+ private:
+  const NcclCommunicator& owner_;
+  int device_;
+  cudaEvent_t done_;
+  bool finished_ = false;
+};
+
+}  // namespace
+
+NcclCommunicator::NcclCommunicator(MPI_Comm comm, int device)
+    : mpi_(std::make_unique<MpiCommunicator>(comm)), state_(std::make_unique<State>()), device_(device) {
+  char host[256] = {0};
+  gethostname(host, sizeof host - 1);
+  state_->host = host;
+  // Two ranks on one GPU: NCCL would fail (or hang) in ncclCommInitRank; name them instead.
+  std::hash<std::string> hasher;
+  const std::vector<uint64_t> where = mpi_->allgather({hasher(state_->host), static_cast<uint64_t>(device)});
+  for (int a = 0; a < size(); ++a)
+    for (int b = a + 1; b < size(); ++b)
+      ALEXNET_CHECK(!(where[2 * a] == where[2 * b] && where[2 * a + 1] == where[2 * b + 1]), "ranks ", a, " and ", b,
+                    " of the gradient communicator both use GPU ", where[2 * a + 1], " of one host; NCCL needs one GPU "
+                    "per rank: use fewer worker ranks per node or parallel.devices_per_rank 1");
+  ncclUniqueId id;
+  if (rank() == 0) NCCL_OK(ncclGetUniqueId(&id));
+  mpi_->check(MPI_Bcast(&id, sizeof id, MPI_BYTE, 0, mpi_->comm()), "MPI_Bcast of the NCCL id");
+  CUDA_OK(cudaSetDevice(device));
+  CUDA_OK(cudaStreamCreateWithFlags(&state_->stream, cudaStreamNonBlocking));
+  NCCL_OK(ncclCommInitRank(&state_->comm, size(), id, rank()));
+}
+
+NcclCommunicator::~NcclCommunicator() {
+  if (!state_) return;
+  cudaSetDevice(device_);
+  if (state_->comm) {
+    if (state_->aborted) ncclCommAbort(state_->comm);
+    else ncclCommDestroy(state_->comm);
+  }
+  if (state_->stream) cudaStreamDestroy(state_->stream);
+}
+
+std::string NcclCommunicator::describe() const {
+  return str_cat("NCCL rank ", rank(), " of ", size(), " on host ", state_ ? state_->host : "?", " GPU ", device_);
+}
+
+void NcclCommunicator::check_async() const {
+  ncclResult_t async = ncclSuccess;
+  const ncclResult_t r = ncclCommGetAsyncError(state_->comm, &async);
+  if (r == ncclSuccess && async == ncclSuccess) return;
+  if (!state_->aborted) {
+    ncclCommAbort(state_->comm);
+    state_->aborted = true;
+  }
+  ALEXNET_FAIL("NCCL reported an error on ", describe(), ": ", ncclGetErrorString(r != ncclSuccess ? r : async),
+               " (a peer may have died); the communicator was aborted");
+}
+
+std::unique_ptr<CommRequest> NcclCommunicator::allreduce_async(float* data, size_t count, ReduceOp op) {
+  CUDA_OK(cudaSetDevice(device_));
+  cudaEvent_t ready, done;
+  CUDA_OK(cudaEventCreateWithFlags(&ready, cudaEventDisableTiming));
+  CUDA_OK(cudaEventCreateWithFlags(&done, cudaEventDisableTiming));
+  // The gradients were written on the legacy default stream: wait for them there, not for later work.
+  CUDA_OK(cudaEventRecord(ready, cudaStreamLegacy));
+  CUDA_OK(cudaStreamWaitEvent(state_->stream, ready, 0));
+  NCCL_OK(ncclAllReduce(data, data, count, ncclFloat32, op == ReduceOp::kAverage ? ncclAvg : ncclSum, state_->comm,
+                        state_->stream));
+  CUDA_OK(cudaEventRecord(done, state_->stream));
+  cudaEventDestroy(ready);
+  return std::make_unique<NcclRequest>(*this, device_, done);
+}
+
+void NcclCommunicator::allreduce(float* data, size_t count, ReduceOp op) { allreduce_async(data, count, op)->wait(); }
+
+void NcclCommunicator::broadcast(float* data, size_t count, int root) {
+  CUDA_OK(cudaSetDevice(device_));
+  cudaEvent_t ready, done;
+  CUDA_OK(cudaEventCreateWithFlags(&ready, cudaEventDisableTiming));
+  CUDA_OK(cudaEventCreateWithFlags(&done, cudaEventDisableTiming));
+  CUDA_OK(cudaEventRecord(ready, cudaStreamLegacy));
+  CUDA_OK(cudaStreamWaitEvent(state_->stream, ready, 0));
+  NCCL_OK(ncclBroadcast(data, data, count, ncclFloat32, root, state_->comm, state_->stream));
+  CUDA_OK(cudaEventRecord(done, state_->stream));
+  cudaEventDestroy(ready);
+  NcclRequest(*this, device_, done).wait();
+}
+
+}  // namespace alexnet

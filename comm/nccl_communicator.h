@@ -1,0 +1,51 @@
+// The Communicator over NCCL for the CUDA backend: float buffers are device memory of one GPU, reductions
+// run on the communicator's own stream, bootstrapped over MPI (rank 0's ncclUniqueId is broadcast). Host
+// values (metrics, barriers, allgather) go over the MPI communicator it was made from.
+#pragma once
+
+#include <mpi.h>
+
+#include <memory>
+#include <string>
+
+#include "comm/communicator.h"
+
+namespace alexnet {
+
+class NcclCommunicator final : public Communicator {
+ public:
+  // Collective over `comm`: every rank joins with its GPU `device`. NCCL refuses two ranks of one
+  // communicator on the same GPU; the constructor checks that first and names the ranks.
+  NcclCommunicator(MPI_Comm comm, int device);
+  ~NcclCommunicator() override;
+  NcclCommunicator(const NcclCommunicator&) = delete;
+  NcclCommunicator& operator=(const NcclCommunicator&) = delete;
+
+  int rank() const override { return mpi_->rank(); }
+  int size() const override { return mpi_->size(); }
+  std::string describe() const override;
+  bool device_buffers() const override { return true; }
+
+  // The reductions wait (through an event) for the work already queued on the device's legacy default
+  // stream, where the model computes, and run on this communicator's non-blocking stream, so backward
+  // goes on while they travel. A request completes when its event has; while waiting, NCCL's
+  // asynchronous error state is polled, and an error aborts the communicator and throws (a dead peer
+  // ends the job instead of hanging it).
+  void allreduce(float* data, size_t count, ReduceOp op) override;
+  std::unique_ptr<CommRequest> allreduce_async(float* data, size_t count, ReduceOp op) override;
+  void broadcast(float* data, size_t count, int root) override;
+  void barrier() override { mpi_->barrier(); }
+  void allreduce_metrics(double* data, size_t count, ReduceOp op) override { mpi_->allreduce_metrics(data, count, op); }
+  std::vector<uint64_t> allgather(const std::vector<uint64_t>& values) override { return mpi_->allgather(values); }
+
+  // Throws (after aborting the communicator) if NCCL reports an asynchronous error.
+  void check_async() const;
+
+ private:
+  struct State;
+  std::unique_ptr<MpiCommunicator> mpi_;
+  std::unique_ptr<State> state_;
+  int device_ = 0;
+};
+
+}  // namespace alexnet
