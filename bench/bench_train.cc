@@ -12,7 +12,11 @@
 #include "core/cli.h"
 #include "core/rng.h"
 #include "core/threads.h"
+#include "core/device.h"
 #include "model/alexnet.h"
+#if ALEXNET_WITH_CUDA
+#include "model/cuda/layers_cuda.h"
+#endif
 
 extern "C" void openblas_set_num_threads(int threads);  // OpenBLAS keeps its own thread pool
 
@@ -65,12 +69,14 @@ double sgemm_gflops() {
 int main(int argc, char** argv) {
   using namespace alexnet;
   try {
-    ArgParser args("bench_train", "[--batch 64] [--threads 2] [--iters 5] [--no-sgemm]");
+    ArgParser args("bench_train", "[--batch 64] [--threads 2] [--iters 5] [--no-sgemm] [--device cpu|cuda] [--gpus 1|2]");
     args.config_options();
     args.option("--batch", "images per step (default 64)");
     args.option("--threads", "CPU threads (default 2)");
     args.option("--iters", "timed steps (default 5, after one warm-up)");
     args.flag("--no-sgemm", "skip the SGEMM measurement");
+    args.option("--device", "cpu (default) or cuda: where the towers run (parallel.precision applies on cuda)");
+    args.option("--gpus", "with --device cuda: 1 puts both towers on GPU 0, 2 one tower per GPU (default 1)");
     if (!args.parse(argc, argv)) return 0;
     Config cfg = args.load_config();
     const int64_t batch = args.get_int_or("--batch", 64);
@@ -81,7 +87,28 @@ int main(int argc, char** argv) {
     std::printf("config: %d classes, norm %s, batch %ld, threads %d\n", cfg.model.num_classes,
                 enum_name(cfg.model.norm), static_cast<long>(batch), threads);
 
-    AlexNet net(cfg.model);
+    const bool cuda = args.get_or("--device", "cpu") == "cuda";
+    std::array<Device, kTowers> devices{Device::cpu(), Device::cpu()};
+    if (cuda) {
+      ALEXNET_CHECK(cuda_device_count() > 0, "--device cuda: ", device_summary());
+      const bool two = args.get_int_or("--gpus", 1) == 2;
+      ALEXNET_CHECK(!two || cuda_device_count() >= 2, "--gpus 2 needs two visible GPUs");
+      devices = {Device::cuda(0), Device::cuda(two ? 1 : 0)};
+#if ALEXNET_WITH_CUDA
+      set_cuda_precision(cfg.parallel.precision);
+#endif
+      std::printf("device: towers on %s and %s, precision %s\n", devices[0].str().c_str(), devices[1].str().c_str(),
+                  enum_name(cfg.parallel.precision));
+    }
+    auto sync = [&] {
+#if ALEXNET_WITH_CUDA
+      if (cuda) {
+        cuda_sync_device(devices[0].index, "bench_train");
+        cuda_sync_device(devices[1].index, "bench_train");
+      }
+#endif
+    };
+    AlexNet net(cfg.model, devices);
     net.init_paper(1);
     Tensor x = Tensor::empty({batch, 3, s, s});
     const CounterRng rng(make_key(1, RngPurpose::kSynth), 0);
@@ -97,6 +124,7 @@ int main(int argc, char** argv) {
       auto t0 = std::chrono::steady_clock::now();
       net.train_pass(x, y, opt);
       net.sgd_step(0.01, 0.9, 0.0005);
+      sync();
       if (it > 0) times.push_back(seconds_since(t0));
     }
     const double sec = median(times);
@@ -104,7 +132,7 @@ int main(int argc, char** argv) {
     const double gflop = train_gflop_per_image(cfg.model);
     std::printf("ours_step_s %.3f\nours_img_per_s %.2f\ngflop_per_image %.3f\nours_gflops %.1f\n", sec, ips,
                 gflop, ips * gflop);
-    if (!args.has("--no-sgemm")) {
+    if (!args.has("--no-sgemm") && !cuda) {
       const double peak = sgemm_gflops();
       std::printf("sgemm_gflops %.1f\nfraction_of_sgemm %.3f\n", peak, ips * gflop / peak);
     }

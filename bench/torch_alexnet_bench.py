@@ -2,6 +2,7 @@
 # the paper's SGD step): the anchor the C++ training benchmark is compared against.
 # Prints one parseable line: `torch_img_per_s <value>` (median over timed iterations).
 import argparse
+import contextlib
 import os
 import statistics
 import sys
@@ -27,7 +28,7 @@ def paper_init(model, seed):
 
 
 def main():
-    ap = argparse.ArgumentParser(description="PyTorch AlexNet training throughput (CPU)")
+    ap = argparse.ArgumentParser(description="PyTorch AlexNet training throughput (CPU or CUDA)")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--classes", type=int, default=1000)
@@ -35,7 +36,17 @@ def main():
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--lr", type=float, default=0.01)
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--precision", default="float32", choices=["float32", "tf32", "bf16"],
+                    help="cuda: float32 with TF32 off, TF32 matmuls/convolutions, or bf16 autocast")
     args = ap.parse_args()
+    cuda = args.device == "cuda"
+    if cuda:
+        # Its best settings: cuDNN autotuning, channels-last memory format.
+        torch.backends.cudnn.benchmark = True
+        tf32 = args.precision == "tf32"
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -47,9 +58,17 @@ def main():
     momentum, weight_decay = 0.9, 0.0005
     x = torch.randn(args.batch, 3, 227, 227)
     y = torch.randint(0, args.classes, (args.batch,))
+    if cuda:
+        model = model.to("cuda", memory_format=torch.channels_last)
+        params = [(n.replace(".", "/"), p) for n, p in model.named_parameters()]
+        velocity = [torch.zeros_like(p) for _, p in params]
+        x = x.to("cuda").contiguous(memory_format=torch.channels_last)
+        y = y.to("cuda")
 
     def train_step():
-        loss = F.cross_entropy(model(x, dropout=True), y)
+        bf16 = cuda and args.precision == "bf16"
+        with torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
+            loss = F.cross_entropy(model(x, dropout=True).float(), y)
         model.zero_grad(set_to_none=False)
         loss.backward()
         with torch.no_grad():
@@ -59,6 +78,8 @@ def main():
                 if ta.decays(name):
                     v.add_(p, alpha=-weight_decay * args.lr)
                 p.add_(v)
+        if cuda:
+            torch.cuda.synchronize()
         return float(loss)
 
     for _ in range(args.warmup):
@@ -69,7 +90,7 @@ def main():
         loss = train_step()
         times.append(time.perf_counter() - t0)
     median = statistics.median(times)
-    print(f"# torch {torch.__version__}, {args.threads} threads, batch {args.batch}, norm {args.norm}, "
+    print(f"# torch {torch.__version__}, {args.device} {args.precision}, {args.threads} threads, batch {args.batch}, norm {args.norm}, "
           f"{args.classes} classes; step times {', '.join(f'{t:.3f}' for t in times)} s; last loss {loss:.4f}",
           file=sys.stderr)
     print(f"torch_img_per_s {args.batch / median:.2f}")

@@ -8,7 +8,9 @@
 #                                 .gpu-bundle/bundle.tar.xz
 #   scripts/gpu-check.sh run      there, from the repository root with .gpu-bundle copied along: unpacks,
 #                                 points the loader at the bundle and at PyTorch's CUDA libraries, runs
-#                                 every gpu executable and prints one table (logs under $OUT when set)
+#                                 every gpu executable, then the training benchmark (ours and PyTorch on
+#                                 the same GPU, batch 128 and 256, float32 / tf32 / bf16), and prints
+#                                 the tables (logs under $OUT when set)
 #
 # docs/gpu-check.md says how to run the second half on a lent machine in one call.
 set -euo pipefail
@@ -34,9 +36,10 @@ case "$mode" in
 import json, sys
 print("\n".join(sorted({t["command"][0] for t in json.load(sys.stdin)["tests"] if t.get("command")})))')
     [ ${#exes[@]} -gt 0 ] || { echo "gpu-check: ctest lists no gpu test" >&2; exit 1; }
-    rm -rf "$bundle_dir" && mkdir -p "$bundle_dir/pack/bin" "$bundle_dir/pack/lib"
-    for exe in "${exes[@]}"; do
-      cp "$exe" "$bundle_dir/pack/bin/"
+    rm -rf "$bundle_dir" && mkdir -p "$bundle_dir/pack/bin" "$bundle_dir/pack/bench" "$bundle_dir/pack/lib"
+    cp build/bin/bench_train "$bundle_dir/pack/bench/"
+    for exe in "${exes[@]}" build/bin/bench_train; do
+      [ "$exe" = build/bin/bench_train ] || cp "$exe" "$bundle_dir/pack/bin/"
       while read -r lib; do
         if [ -n "$lib" ] && ! skip_lib "$lib"; then cp -L "$lib" "$bundle_dir/pack/lib/"; fi
       done < <(ldd "$exe" | awk '$3 ~ /^\// {print $3}')
@@ -85,6 +88,34 @@ PY
     echo "| executable                   | result | passed | failed | skipped | seconds |"
     echo "|---|---|---|---|---|---|"
     printf '%s\n' "${rows[@]}"
+    if [ "${GPU_CHECK_BENCH:-1}" = 1 ]; then
+      # Training throughput of the 1000-class paper network, ours beside PyTorch's own best settings
+      # (grouped two-tower model of tests/parity, cudnn.benchmark, channels-last), same GPU, same call.
+      echo
+      echo "| precision | batch | ours img/s | ours TFLOP/s | PyTorch img/s | ours / PyTorch |"
+      echo "|---|---|---|---|---|---|"
+      for precision in float32 tf32 bf16; do
+        for batch in 128 256; do
+          ours=n/a
+          tflops=n/a
+          if [ "$precision" != bf16 ]; then
+            if "$work/pack/bench/bench_train" --device cuda --batch "$batch" --iters 20 --no-sgemm \
+                 --set "parallel.precision=$precision" >"$out/bench_${precision}_$batch.log" 2>&1; then
+              ours=$(awk '/^ours_img_per_s/ {print $2}' "$out/bench_${precision}_$batch.log")
+              tflops=$(awk '/^ours_gflops/ {printf "%.1f", $2 / 1000}' "$out/bench_${precision}_$batch.log")
+            else
+              ours=failed
+              status=1
+              tail -5 "$out/bench_${precision}_$batch.log"
+            fi
+          fi
+          torch=$(python3 bench/torch_alexnet_bench.py --device cuda --precision "$precision" --batch "$batch" \
+                    --iters 20 --warmup 5 2>"$out/torch_${precision}_$batch.log" | awk '/^torch_img_per_s/ {print $2}') || torch=""
+          ratio=$(python3 -c "import sys; a, b = sys.argv[1:]; print(f'{float(a) / float(b):.2f}' if a.replace('.', '', 1).isdigit() and b.replace('.', '', 1).isdigit() else 'n/a')" "$ours" "${torch:-n/a}")
+          echo "| $precision | $batch | $ours | $tflops | ${torch:-failed} | $ratio |"
+        done
+      done
+    fi
     exit "$status"
     ;;
   *)

@@ -488,6 +488,12 @@ void copy_columns_cuda(const Tensor& src, int64_t src_col0, Tensor& dst, int64_t
   ALEXNET_CUDA_OK(cudaDeviceSynchronize());
 }
 
+void cuda_sync_device(int device, const char* what) {
+  ALEXNET_CUDA_OK(cudaSetDevice(device));
+  const cudaError_t err = cudaDeviceSynchronize();
+  ALEXNET_CHECK(err == cudaSuccess, "", what, ": CUDA error on GPU ", device, ": ", cudaGetErrorString(err));
+}
+
 void cuda_sync_check(CudaStream s, const char* what) {
   const cudaError_t err = cudaStreamSynchronize(s);
   ALEXNET_CHECK(err == cudaSuccess, "", what, ": CUDA error: ", cudaGetErrorString(err));

@@ -88,6 +88,9 @@ void batchnorm_backward_cuda(const Tensor& x, const Tensor& gamma, const Tensor&
 void copy_columns_cuda(const Tensor& src, int64_t src_col0, Tensor& dst, int64_t dst_col0, int64_t width,
                        bool accumulate, Tensor* staging);
 
+// Waits for everything queued on CUDA device `device` (cudaDeviceSynchronize) and throws on an error.
+void cuda_sync_device(int device, const char* what);
+
 // Waits for the stream and throws an Error naming `what` if a kernel failed.
 void cuda_sync_check(CudaStream stream, const char* what);
 
