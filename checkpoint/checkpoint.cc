@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 
 #include <zlib.h>
@@ -139,6 +140,25 @@ void write_hdf5_atomically(const std::string& path, const std::string& what,
   }
   // Makes the rename itself durable.
   std::filesystem::path dir = std::filesystem::path(path).parent_path();
+  fsync_path(dir.empty() ? "." : dir.string(), true, path);
+}
+
+void write_text_atomically(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << text;
+    out.flush();
+    ALEXNET_CHECK(out.good(), "cannot write '", tmp, "'");
+  }
+  fsync_path(tmp, false, path);
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int err = errno;
+    std::error_code ec;
+    std::filesystem::remove(tmp, ec);
+    ALEXNET_FAIL("cannot rename '", tmp, "' to '", path, "': ", std::strerror(err));
+  }
+  const std::filesystem::path dir = std::filesystem::path(path).parent_path();
   fsync_path(dir.empty() ? "." : dir.string(), true, path);
 }
 

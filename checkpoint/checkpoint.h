@@ -35,6 +35,9 @@ class H5File;
 void write_hdf5_atomically(const std::string& path, const std::string& what,
                            const std::function<void(H5File&)>& fill);
 
+// A small text file written the same way: "<path>.tmp", fsync, rename over `path`, fsync of the folder.
+void write_text_atomically(const std::string& path, const std::string& text);
+
 // Writes `path` atomically (write_hdf5_atomically). Tensors must be CPU float32.
 void write_checkpoint(const std::string& path, const CheckpointData& data);
 

@@ -7,19 +7,10 @@
 #include <chrono>
 #include <thread>
 
+#include "core/cuda_check.h"
 #include "core/error.h"
 
 namespace alexnet {
-namespace {
-
-#define CUDA_OK(expr)                                                                                \
-  do {                                                                                               \
-    cudaError_t err_ = (expr);                                                                       \
-    ALEXNET_CHECK(err_ == cudaSuccess, "CUDA call ", #expr, " failed: ", cudaGetErrorString(err_)); \
-  } while (0)
-
-}  // namespace
-
 struct NcclCommunicator::State {
   ncclComm_t comm = nullptr;
   cudaStream_t stream = nullptr;
@@ -84,8 +75,8 @@ NcclCommunicator::NcclCommunicator(MPI_Comm comm, int device)
   ncclUniqueId id;
   if (rank() == 0) NCCL_OK(ncclGetUniqueId(&id));
   mpi_->check(MPI_Bcast(&id, sizeof id, MPI_BYTE, 0, mpi_->comm()), "MPI_Bcast of the NCCL id");
-  CUDA_OK(cudaSetDevice(device));
-  CUDA_OK(cudaStreamCreateWithFlags(&state_->stream, cudaStreamNonBlocking));
+  ALEXNET_CUDA_CHECK(cudaSetDevice(device));
+  ALEXNET_CUDA_CHECK(cudaStreamCreateWithFlags(&state_->stream, cudaStreamNonBlocking));
   NCCL_OK(ncclCommInitRank(&state_->comm, size(), id, rank()));
 }
 
@@ -116,16 +107,16 @@ void NcclCommunicator::check_async() const {
 }
 
 std::unique_ptr<CommRequest> NcclCommunicator::allreduce_async(float* data, size_t count, ReduceOp op) {
-  CUDA_OK(cudaSetDevice(device_));
+  ALEXNET_CUDA_CHECK(cudaSetDevice(device_));
   cudaEvent_t ready, done;
-  CUDA_OK(cudaEventCreateWithFlags(&ready, cudaEventDisableTiming));
-  CUDA_OK(cudaEventCreateWithFlags(&done, cudaEventDisableTiming));
+  ALEXNET_CUDA_CHECK(cudaEventCreateWithFlags(&ready, cudaEventDisableTiming));
+  ALEXNET_CUDA_CHECK(cudaEventCreateWithFlags(&done, cudaEventDisableTiming));
   // The gradients were written on the legacy default stream: wait for them there, not for later work.
-  CUDA_OK(cudaEventRecord(ready, cudaStreamLegacy));
-  CUDA_OK(cudaStreamWaitEvent(state_->stream, ready, 0));
+  ALEXNET_CUDA_CHECK(cudaEventRecord(ready, cudaStreamLegacy));
+  ALEXNET_CUDA_CHECK(cudaStreamWaitEvent(state_->stream, ready, 0));
   NCCL_OK(ncclAllReduce(data, data, count, ncclFloat32, op == ReduceOp::kAverage ? ncclAvg : ncclSum, state_->comm,
                         state_->stream));
-  CUDA_OK(cudaEventRecord(done, state_->stream));
+  ALEXNET_CUDA_CHECK(cudaEventRecord(done, state_->stream));
   cudaEventDestroy(ready);
   return std::make_unique<NcclRequest>(*this, device_, done);
 }
@@ -133,14 +124,14 @@ std::unique_ptr<CommRequest> NcclCommunicator::allreduce_async(float* data, size
 void NcclCommunicator::allreduce(float* data, size_t count, ReduceOp op) { allreduce_async(data, count, op)->wait(); }
 
 void NcclCommunicator::broadcast(float* data, size_t count, int root) {
-  CUDA_OK(cudaSetDevice(device_));
+  ALEXNET_CUDA_CHECK(cudaSetDevice(device_));
   cudaEvent_t ready, done;
-  CUDA_OK(cudaEventCreateWithFlags(&ready, cudaEventDisableTiming));
-  CUDA_OK(cudaEventCreateWithFlags(&done, cudaEventDisableTiming));
-  CUDA_OK(cudaEventRecord(ready, cudaStreamLegacy));
-  CUDA_OK(cudaStreamWaitEvent(state_->stream, ready, 0));
+  ALEXNET_CUDA_CHECK(cudaEventCreateWithFlags(&ready, cudaEventDisableTiming));
+  ALEXNET_CUDA_CHECK(cudaEventCreateWithFlags(&done, cudaEventDisableTiming));
+  ALEXNET_CUDA_CHECK(cudaEventRecord(ready, cudaStreamLegacy));
+  ALEXNET_CUDA_CHECK(cudaStreamWaitEvent(state_->stream, ready, 0));
   NCCL_OK(ncclBroadcast(data, data, count, ncclFloat32, root, state_->comm, state_->stream));
-  CUDA_OK(cudaEventRecord(done, state_->stream));
+  ALEXNET_CUDA_CHECK(cudaEventRecord(done, state_->stream));
   cudaEventDestroy(ready);
   NcclRequest(*this, device_, done).wait();
 }

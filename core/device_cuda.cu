@@ -3,17 +3,12 @@
 
 #include <string>
 
+#include "core/cuda_check.h"
 #include "core/error.h"
 #include "core/tensor.h"
 
 namespace alexnet {
 
-#define ALEXNET_CUDA_CHECK(expr)                                                        \
-  do {                                                                                  \
-    cudaError_t err_ = (expr);                                                          \
-    ALEXNET_CHECK(err_ == cudaSuccess, "CUDA call ", #expr, " failed: ",                \
-                  cudaGetErrorString(err_));                                            \
-  } while (0)
 
 namespace {
 

@@ -1,8 +1,5 @@
 #include "worker/run_state.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
@@ -29,32 +26,6 @@ Tensor f64(double v) {
   Tensor t = Tensor::zeros({1}, DType::kF64);
   *t.data<double>() = v;
   return t;
-}
-
-void fsync_fd_path(const std::string& path, bool directory) {
-  int fd = ::open(path.c_str(), directory ? (O_RDONLY | O_DIRECTORY) : O_RDONLY);
-  ALEXNET_CHECK(fd >= 0, "cannot open '", path, "' to sync it: ", std::strerror(errno));
-  const int rc = ::fsync(fd);
-  const int err = errno;
-  ::close(fd);
-  ALEXNET_CHECK(rc == 0, "fsync of '", path, "' failed: ", std::strerror(err));
-}
-
-// Writes a small text file atomically: temporary file, fsync, rename, fsync of the folder.
-void write_text_atomically(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    ALEXNET_CHECK(out.good(), "cannot write '", tmp, "'");
-    out << text;
-    out.flush();
-    ALEXNET_CHECK(out.good(), "cannot write '", tmp, "'");
-  }
-  fsync_fd_path(tmp, false);
-  ALEXNET_CHECK(std::rename(tmp.c_str(), path.c_str()) == 0, "cannot rename '", tmp, "' to '", path, "': ",
-                std::strerror(errno));
-  const fs::path dir = fs::path(path).parent_path();
-  fsync_fd_path(dir.empty() ? "." : dir.string(), true);
 }
 
 // The step of "step-00001200.h5", or -1.

@@ -14,17 +14,13 @@
 #include <tuple>
 #include <vector>
 
+#include "core/cuda_check.h"
 #include "core/error.h"
 #include "model/cuda/layers_cuda.h"
 
 namespace alexnet {
 namespace {
 
-#define CUDA_OK(expr)                                                                                \
-  do {                                                                                               \
-    cudaError_t err_ = (expr);                                                                       \
-    ALEXNET_CHECK(err_ == cudaSuccess, "CUDA call ", #expr, " failed: ", cudaGetErrorString(err_)); \
-  } while (0)
 #define CUDNN_OK(expr)                                                                                  \
   do {                                                                                                  \
     cudnnStatus_t st_ = (expr);                                                                         \
@@ -66,9 +62,9 @@ struct DeviceContext {
   size_t workspace_bytes = 0;
   void* ensure_workspace(size_t bytes) {
     if (bytes > workspace_bytes) {
-      if (workspace) CUDA_OK(cudaFree(workspace));
+      if (workspace) ALEXNET_CUDA_CHECK(cudaFree(workspace));
       workspace = nullptr;
-      CUDA_OK(cudaMalloc(&workspace, bytes));
+      ALEXNET_CUDA_CHECK(cudaMalloc(&workspace, bytes));
       workspace_bytes = bytes;
     }
     return workspace;
@@ -81,7 +77,7 @@ DeviceContext& context(int device) {
   auto& slot = contexts[device];
   if (!slot) {
     slot = std::make_unique<DeviceContext>();
-    CUDA_OK(cudaSetDevice(device));
+    ALEXNET_CUDA_CHECK(cudaSetDevice(device));
     CUDNN_OK(cudnnCreate(&slot->cudnn));
     CUBLAS_OK(cublasCreate(&slot->cublas));
   }
@@ -309,7 +305,7 @@ void set_cuda_precision(Precision p) {
 void conv2d_forward_cuda(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y, const ConvParams& p,
                          bool post_relu, CudaStream s) {
   for (const Tensor* t : std::initializer_list<const Tensor*>{&x, &w, &b, &y}) check_f32(*t, "conv2d_forward", "an argument");
-  CUDA_OK(cudaSetDevice(x.device().index));
+  ALEXNET_CUDA_CHECK(cudaSetDevice(x.device().index));
   ConvPlan& plan = conv_plan(x, w, p);
   cudnnHandle_t h = dnn(x, s);
   DeviceContext& ctx = context(x.device().index);
@@ -338,7 +334,7 @@ void conv2d_backward_cuda(const Tensor& x, const Tensor& w, const Tensor& dy, Te
                           const ConvParams& p, CudaStream s) {
   for (const Tensor* t : std::initializer_list<const Tensor*>{&x, &w, &dy, &dw, &db})
     check_f32(*t, "conv2d_backward", "an argument");
-  CUDA_OK(cudaSetDevice(x.device().index));
+  ALEXNET_CUDA_CHECK(cudaSetDevice(x.device().index));
   ConvPlan& plan = conv_plan(x, w, p);
   cudnnHandle_t h = dnn(x, s);
   DeviceContext& ctx = context(x.device().index);
@@ -383,7 +379,7 @@ void linear_forward_cuda(const Tensor& x, const Tensor& w, const Tensor& b, Tens
   const int64_t N = x.dim(0), In = x.dim(1), Out = w.dim(0);
   ALEXNET_ASSERT(w.dim(1) == In && y.dim(0) == N && y.dim(1) == Out && b.numel() == Out, "linear_forward: x ",
                  x.describe(), " w ", w.describe(), " y ", y.describe());
-  CUDA_OK(cudaSetDevice(x.device().index));
+  ALEXNET_CUDA_CHECK(cudaSetDevice(x.device().index));
   const float one = 1.0f, zero = 0.0f;
   // cuBLAS is column-major: a row-major [r, c] matrix is its column-major transpose, so y = x w^T
   // (row-major) is y^T = w x^T (column-major), with w^T read from w as [In, Out] and lda In.
@@ -399,7 +395,7 @@ void linear_backward_cuda(const Tensor& x, const Tensor& w, const Tensor& dy, Te
   for (const Tensor* t : std::initializer_list<const Tensor*>{&x, &w, &dy, &dw, &db})
     check_f32(*t, "linear_backward", "an argument");
   const int64_t N = x.dim(0), In = x.dim(1), Out = w.dim(0);
-  CUDA_OK(cudaSetDevice(x.device().index));
+  ALEXNET_CUDA_CHECK(cudaSetDevice(x.device().index));
   cublasHandle_t h = blas(x, s);
   const float one = 1.0f, zero = 0.0f;
   if (dx) {  // dx^T = w^T dy^T
@@ -422,7 +418,7 @@ void batchnorm_forward_cuda(const Tensor& x, const Tensor& gamma, const Tensor& 
   check_f32(x, "batchnorm_forward", "x");
   ALEXNET_ASSERT(x.ndim() == 2 || x.ndim() == 4, "batchnorm_forward: x ", x.describe());
   const int64_t N = x.dim(0), C = x.dim(1), S = x.ndim() == 4 ? x.dim(2) * x.dim(3) : 1;
-  CUDA_OK(cudaSetDevice(x.device().index));
+  ALEXNET_CUDA_CHECK(cudaSetDevice(x.device().index));
   if (!training) {
     bn_apply_running<<<blocks_for(x.numel()), kThreads, 0, s>>>(x.data<float>(), y.data<float>(),
                                                                 running_mean.data<float>(), running_var.data<float>(),
@@ -450,7 +446,7 @@ void batchnorm_backward_cuda(const Tensor& x, const Tensor& gamma, const Tensor&
                              CudaStream s) {
   check_f32(x, "batchnorm_backward", "x");
   const int64_t N = x.dim(0), C = x.dim(1), S = x.ndim() == 4 ? x.dim(2) * x.dim(3) : 1;
-  CUDA_OK(cudaSetDevice(x.device().index));
+  ALEXNET_CUDA_CHECK(cudaSetDevice(x.device().index));
   bn_grad_sums<<<static_cast<unsigned>(C), kThreads, 0, s>>>(x.data<float>(), dy.data<float>(), saved_mean.data<float>(),
                                                              saved_invstd.data<float>(), dgamma.data<float>(),
                                                              dbeta.data<float>(), N, C, S);

@@ -6,6 +6,7 @@
 #include <initializer_list>
 #include <vector>
 
+#include "core/cuda_check.h"
 #include "core/error.h"
 #include "core/rng.h"
 #include "model/cuda/layers_cuda.h"
@@ -13,11 +14,6 @@
 namespace alexnet {
 namespace {
 
-#define ALEXNET_CUDA_OK(expr)                                                                        \
-  do {                                                                                               \
-    cudaError_t err_ = (expr);                                                                       \
-    ALEXNET_CHECK(err_ == cudaSuccess, "CUDA call ", #expr, " failed: ", cudaGetErrorString(err_)); \
-  } while (0)
 
 constexpr int kThreads = 256;
 
@@ -249,7 +245,7 @@ __global__ void sgd(float* w, const float* g, float* v, int64_t n, float mom, fl
   }
 }
 
-void set_device(const Tensor& t) { ALEXNET_CUDA_OK(cudaSetDevice(t.device().index)); }
+void set_device(const Tensor& t) { ALEXNET_CUDA_CHECK(cudaSetDevice(t.device().index)); }
 
 __global__ void add_columns(float* dst, int64_t dst_w, int64_t dst_col0, const float* src, int64_t width, int64_t N) {
   ALEXNET_FOR_EACH(i, N * width) {
@@ -260,8 +256,8 @@ __global__ void add_columns(float* dst, int64_t dst_w, int64_t dst_col0, const f
 
 void sync_device_of(const Tensor& t) {
   if (!t.device().is_cuda()) return;
-  ALEXNET_CUDA_OK(cudaSetDevice(t.device().index));
-  ALEXNET_CUDA_OK(cudaDeviceSynchronize());
+  ALEXNET_CUDA_CHECK(cudaSetDevice(t.device().index));
+  ALEXNET_CUDA_CHECK(cudaDeviceSynchronize());
 }
 
 }  // namespace
@@ -427,7 +423,7 @@ double softmax_xent_forward_cuda(const Tensor& logits, const Tensor& labels, Ten
   launched("softmax_xent_forward");
   std::vector<double> host(static_cast<size_t>(N));
   if (N > 0)
-    ALEXNET_CUDA_OK(cudaMemcpyAsync(host.data(), row_loss.data<double>(), sizeof(double) * N,
+    ALEXNET_CUDA_CHECK(cudaMemcpyAsync(host.data(), row_loss.data<double>(), sizeof(double) * N,
                                     cudaMemcpyDeviceToHost, s));
   cuda_sync_check(s, "softmax_xent_forward");
   double total = 0;
@@ -472,24 +468,24 @@ void copy_columns_cuda(const Tensor& src, int64_t src_col0, Tensor& dst, int64_t
   sync_device_of(dst);
   const size_t row_bytes = static_cast<size_t>(width) * sizeof(float);
   if (!accumulate) {
-    if (dst.device().is_cuda()) ALEXNET_CUDA_OK(cudaSetDevice(dst.device().index));
-    ALEXNET_CUDA_OK(cudaMemcpy2D(dst.data<float>() + dst_col0, dw * sizeof(float), src.data<float>() + src_col0,
+    if (dst.device().is_cuda()) ALEXNET_CUDA_CHECK(cudaSetDevice(dst.device().index));
+    ALEXNET_CUDA_CHECK(cudaMemcpy2D(dst.data<float>() + dst_col0, dw * sizeof(float), src.data<float>() + src_col0,
                                  sw * sizeof(float), row_bytes, N, cudaMemcpyDefault));
     return;
   }
   ALEXNET_ASSERT(dst.device().is_cuda() && staging && staging->device() == dst.device() &&
                      staging->numel() == N * width && staging->dtype() == DType::kF32,
                  "copy_columns: accumulating needs staging [N, width] on ", dst.device().str());
-  ALEXNET_CUDA_OK(cudaSetDevice(dst.device().index));
-  ALEXNET_CUDA_OK(cudaMemcpy2D(staging->data<float>(), row_bytes, src.data<float>() + src_col0, sw * sizeof(float),
+  ALEXNET_CUDA_CHECK(cudaSetDevice(dst.device().index));
+  ALEXNET_CUDA_CHECK(cudaMemcpy2D(staging->data<float>(), row_bytes, src.data<float>() + src_col0, sw * sizeof(float),
                                row_bytes, N, cudaMemcpyDefault));
   add_columns<<<blocks_for(N * width), kThreads>>>(dst.data<float>(), dw, dst_col0, staging->data<float>(), width, N);
   launched("copy_columns");
-  ALEXNET_CUDA_OK(cudaDeviceSynchronize());
+  ALEXNET_CUDA_CHECK(cudaDeviceSynchronize());
 }
 
 void cuda_sync_device(int device, const char* what) {
-  ALEXNET_CUDA_OK(cudaSetDevice(device));
+  ALEXNET_CUDA_CHECK(cudaSetDevice(device));
   const cudaError_t err = cudaDeviceSynchronize();
   ALEXNET_CHECK(err == cudaSuccess, "", what, ": CUDA error on GPU ", device, ": ", cudaGetErrorString(err));
 }
