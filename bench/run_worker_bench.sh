@@ -3,8 +3,8 @@
 # alexnet-data-service, on 1, 2 and 4 worker ranks, with its compute / data-wait / exposed-communication split
 # and the hidden share of the allreduce, for three gradient modes:
 #   overlap    buckets of parallel.bucket_mb (default 25) started during backward (the default),
-#   buckets    the same buckets started after backward (--no-overlap),
-#   one-call   one bucket per tower after backward (parallel.bucket_mb 0, --no-overlap).
+#   buckets    the same buckets started after backward (parallel.overlap=false),
+#   one-call   one bucket per tower after backward (parallel.bucket_mb 0, parallel.overlap=false).
 # Weak scaling: the per-rank batch is fixed (--per-rank, default 16: 4 ranks = global batch 64), so each rank
 # does the same work at every rank count and only the gradient averaging (and the sharing of cores) changes.
 # Threads per worker: max(1, cores / ranks). Each run does --steps steps logged every --every steps; the first
@@ -53,8 +53,8 @@ run_one() {
   local threads=$((cores / np)); [ "$threads" -ge 1 ] || threads=1
   case $mode in
     overlap) ;;
-    buckets) extra=(--no-overlap) ;;
-    one-call) extra=(--no-overlap); mb=0 ;;
+    buckets) extra=(--set parallel.overlap=false) ;;
+    one-call) extra=(--set parallel.overlap=false); mb=0 ;;
   esac
   rm -rf "$dir"
   local set=(--set data.root="$data" --set model.num_classes=1000 --set model.input_size=227

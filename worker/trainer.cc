@@ -114,7 +114,7 @@ class Worker {
   void after_evaluation(const EvalResult& r, bool feeds_schedule);
   void log_progress();
   void write_checkpoint_now(const std::string& why);
-  void append_metrics(const std::string& json, bool history);
+  void append_metrics(const std::string& json);
   void average_buffers();
   void summary(double wall_s, const std::string& how);
 
@@ -171,7 +171,7 @@ void Worker::setup_comm() {
   }
   GradBucketOptions opts;
   opts.bucket_bytes = static_cast<size_t>(config_.parallel.bucket_mb * 1024.0 * 1024.0);
-  opts.overlap = !options_.no_overlap;
+  opts.overlap = config_.parallel.overlap;
   const std::vector<ParamInfo>& table = model_->table();
   for (int t = 0; t < kTowers; ++t) {
     Tensor arena = model_->grad_arena(t);
@@ -193,7 +193,7 @@ void Worker::setup_comm() {
   if (rank_ == 0) {
     const auto& plan = buckets_[0]->buckets();
     log_info("gradient allreduce: ", size, " worker rank(s), per tower ", plan.size(), " bucket(s) of <= ",
-             config_.parallel.bucket_mb, " MiB, ", options_.no_overlap ? "after backward" : "overlapping backward",
+             config_.parallel.bucket_mb, " MiB, ", config_.parallel.overlap ? "overlapping backward" : "after backward",
              size == 1 ? " (one rank: nothing to reduce)" : "");
   }
 }
@@ -226,11 +226,10 @@ void Worker::choose_devices() {
                           ", precision ", enum_name(config_.parallel.precision));
 }
 
-void Worker::append_metrics(const std::string& json, bool history) {
+void Worker::append_metrics(const std::string& json) {
   if (rank_ != 0) return;
   metrics_ << json << "\n";
   metrics_.flush();
-  (void)history;
 }
 
 void Worker::restore() {
@@ -395,7 +394,7 @@ void Worker::log_progress() {
          << ", \"compute_s\": " << num(t_steps_ ? (t_step_ - t_wait_ - t_exposed_) / t_steps_ : 0)
          << ", \"exposed_comm_s\": " << num(exposed) << ", \"comm_in_flight_s\": " << num(t_steps_ ? t_inflight_ / t_steps_ : 0)
          << ", \"hidden_fraction\": " << num(hidden) << ", \"elapsed_s\": " << num(seconds_since(start_)) << "}";
-    append_metrics(full.str(), false);
+    append_metrics(full.str());
   }
   state_.interval = IntervalSums{};
   t_wait_ = t_step_ = t_exposed_ = t_inflight_ = 0;
@@ -479,7 +478,7 @@ void Worker::after_evaluation(const EvalResult& r, bool feeds_schedule) {
       msg += str_cat("; ten-view average: top-1 error ", fmt("%.2f%%", 100 * (1 - r.top1_ten / n)), ", top-5 error ",
                      fmt("%.2f%%", 100 * (1 - r.top5_ten / n)));
     log_info(msg, " [", fmt("%.1f", r.seconds), " s]");
-    append_metrics(line + ", \"seconds\": " + num(r.seconds) + "}", false);
+    append_metrics(line + ", \"seconds\": " + num(r.seconds) + "}");
   }
 }
 
@@ -498,7 +497,7 @@ void Worker::write_checkpoint_now(const std::string& why) {
     last_checkpoint_path_ = folder_.save(d, state_.step);
     log_info("checkpoint ", last_checkpoint_path_, " (", why, ", ", fmt("%.1f", seconds_since(t0)), " s)");
     append_metrics(str_cat("{\"kind\": \"checkpoint\", \"step\": ", state_.step, ", \"path\": \"",
-                           last_checkpoint_path_, "\", \"reason\": \"", why, "\"}"), false);
+                           last_checkpoint_path_, "\", \"reason\": \"", why, "\"}"));
   }
   last_checkpoint_ = Clock::now();
   world_->barrier();  // no rank runs ahead (or exits) before the file is complete
@@ -529,9 +528,9 @@ void Worker::summary(double wall_s, const std::string& how) {
       << ", \"compute_s\": " << num((run_step_ - run_wait_ - run_exposed_) / steps)
       << ", \"data_wait_s\": " << num(run_wait_ / steps) << ", \"exposed_comm_s\": " << num(run_exposed_ / steps)
       << ", \"comm_in_flight_s\": " << num(run_inflight_ / steps) << ", \"hidden_fraction\": " << num(hidden)
-      << ", \"workers\": " << world_->size() << ", \"overlap\": " << (options_.no_overlap ? "false" : "true")
+      << ", \"workers\": " << world_->size() << ", \"overlap\": " << (config_.parallel.overlap ? "true" : "false")
       << ", \"bucket_mb\": " << num(config_.parallel.bucket_mb) << "}";
-  append_metrics(rec.str(), false);
+  append_metrics(rec.str());
 }
 
 int Worker::run() {
@@ -580,7 +579,7 @@ int Worker::run() {
     log_info("learning rate: ", scheduler_->describe());
     append_metrics(str_cat("{\"kind\": \"start\", \"step\": ", state_.step, ", \"workers\": ", world_->size(),
                            ", \"total_steps\": ", total_steps_, ", \"resumed_from\": \"",
-                           state_.step > 0 ? "checkpoint" : "", "\"}"), false);
+                           state_.step > 0 ? "checkpoint" : "", "\"}"));
   }
 
   if (options_.eval_only) {

@@ -13,7 +13,6 @@ namespace alexnet {
 struct WorkerOptions {
   std::string resume;        // "", "auto" or a checkpoint path
   bool eval_only = false;    // evaluate the resumed (or initial) weights and stop
-  bool no_overlap = false;   // reduce every bucket after backward (benchmarks: the non-overlapped baseline)
 };
 
 // Runs the worker; returns the process exit status (0, or kExitCheckpointedOnSignal when a signal

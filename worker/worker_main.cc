@@ -20,14 +20,13 @@ alexnet::LogLevel parse_level(const std::string& s) {
 int work(int argc, char** argv) {
   using namespace alexnet;
   ArgParser args("alexnet-worker",
-                 "--config FILE [--set key=value ...] [--resume auto|PATH] [--eval-only] [--no-overlap]\n"
+                 "--config FILE [--set key=value ...] [--resume auto|PATH] [--eval-only]\n"
                  "Started by mpirun (through alexnet-launch) beside the alexnet-data-service ranks of the same\n"
                  "job. Trains the two-tower AlexNet with data parallelism across the worker ranks; rank 0 writes\n"
                  "the run directory (run.dir). SIGUSR1 or SIGTERM: checkpoint at the next step boundary and exit 75.");
   args.config_options();
   args.option("--resume", "auto: the newest intact checkpoint of the run (none: start fresh); or a checkpoint file");
   args.flag("--eval-only", "evaluate the weights (from --resume, else the initialisation) and stop");
-  args.flag("--no-overlap", "reduce the gradient buckets after backward instead of during it (for comparisons)");
   if (!args.parse(argc, argv)) return 0;
   const Config config = args.load_config();
   set_log_level(parse_level(config.log.level));
@@ -36,7 +35,6 @@ int work(int argc, char** argv) {
   WorkerOptions options;
   options.resume = args.get_or("--resume", "");
   options.eval_only = args.has("--eval-only");
-  options.no_overlap = args.has("--no-overlap");
   return run_worker(config, options, layout);
 }
 
