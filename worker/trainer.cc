@@ -357,10 +357,22 @@ void Worker::train_step() {
     state_.epoch_step = 0;
   }
   const double step_s = seconds_since(t0);
+  // Exposed: the two towers' wait_all calls run one after the other, so their times add up. In flight:
+  // from the first reduction's start to the last one's completion over both towers. One rank reduces
+  // nothing: both stay 0.
   double exposed = 0, inflight = 0;
-  for (int t = 0; t < kTowers; ++t) {
-    exposed += buckets_[t]->last_timing().exposed_s;
-    inflight = std::max(inflight, buckets_[t]->last_timing().in_flight_s);
+  if (world_->size() > 1) {
+    double first = 0, last = 0;
+    bool any = false;
+    for (int t = 0; t < kTowers; ++t) {
+      const CommTiming& c = buckets_[t]->last_timing();
+      exposed += c.exposed_s;
+      if (c.reductions == 0) continue;
+      first = any ? std::min(first, c.start_s) : c.start_s;
+      last = any ? std::max(last, c.end_s) : c.end_s;
+      any = true;
+    }
+    inflight = any ? last - first : 0;
   }
   t_wait_ += wait, t_step_ += step_s, t_exposed_ += exposed, t_inflight_ += inflight, ++t_steps_;
   run_wait_ += wait, run_step_ += step_s, run_exposed_ += exposed, run_inflight_ += inflight, ++run_steps_;
@@ -378,14 +390,17 @@ void Worker::log_progress() {
     const double img_s = t_step_ > 0 ? t_steps_ * config_.train.batch_size / t_step_ : 0;
     const double data_pct = t_step_ > 0 ? 100.0 * t_wait_ / t_step_ : 0;
     const double exposed = t_steps_ ? t_exposed_ / t_steps_ : 0;
+    const bool reducing = world_->size() > 1;
     const double hidden = t_inflight_ > 0 ? std::max(0.0, 1.0 - t_exposed_ / t_inflight_) : 0;
     const double step_s = t_steps_ ? t_step_ / t_steps_ : 0;
     const double eta = step_s * static_cast<double>(total_steps_ - state_.step);
     const int64_t epochs = config_.train.epochs;
     log_info("epoch ", (state_.step - 1) / steps_per_epoch_ + 1, "/", epochs, "  step ", state_.step, "/", total_steps_, "  loss ", fmt("%.4f", loss), "  top-1 ",
              fmt("%.1f%%", 100 * top1), "  lr ", fmt("%.4g", lr_), "  ", fmt("%.1f", img_s), " img/s  data wait ",
-             fmt("%.0f%%", data_pct), "  allreduce exposed ", fmt("%.3f s", exposed), " (", fmt("%.0f%%", 100 * hidden),
-             " hidden)  ETA ", hms(eta));
+             fmt("%.0f%%", data_pct), "  ",
+             reducing ? str_cat("allreduce exposed ", fmt("%.3f s", exposed), " (", fmt("%.0f%%", 100 * hidden), " hidden)")
+                      : std::string("allreduce: none (1 rank)"),
+             "  ETA ", hms(eta));
     std::ostringstream full;
     full << "{\"kind\": \"train\", \"step\": " << state_.step << ", \"epoch\": " << state_.epoch
          << ", \"loss\": " << num(loss) << ", \"top1\": " << num(top1) << ", \"lr\": " << num(lr_)
@@ -393,7 +408,7 @@ void Worker::log_progress() {
          << ", \"data_wait_s\": " << num(t_steps_ ? t_wait_ / t_steps_ : 0)
          << ", \"compute_s\": " << num(t_steps_ ? (t_step_ - t_wait_ - t_exposed_) / t_steps_ : 0)
          << ", \"exposed_comm_s\": " << num(exposed) << ", \"comm_in_flight_s\": " << num(t_steps_ ? t_inflight_ / t_steps_ : 0)
-         << ", \"hidden_fraction\": " << num(hidden) << ", \"elapsed_s\": " << num(seconds_since(start_)) << "}";
+         << ", \"hidden_fraction\": " << (reducing ? num(hidden) : "null") << ", \"elapsed_s\": " << num(seconds_since(start_)) << "}";
     append_metrics(full.str());
   }
   state_.interval = IntervalSums{};
@@ -507,14 +522,15 @@ void Worker::summary(double wall_s, const std::string& how) {
   if (rank_ != 0) return;
   const double steps = std::max<int64_t>(1, run_steps_);
   if (run_steps_ == 0) log_info("summary: ", how, " at step ", state_.step, " in ", hms(wall_s));
+  const bool reducing = world_->size() > 1;
   const double hidden = run_inflight_ > 0 ? std::max(0.0, 1.0 - run_exposed_ / run_inflight_) : 0;
   if (run_steps_ > 0)
     log_info("summary: ", how, "; ", run_steps_, " steps this run (", start_step_, " -> ", state_.step, " of ",
            total_steps_, ") in ", hms(wall_s), "; ", fmt("%.1f", run_step_ > 0 ? run_steps_ * config_.train.batch_size / run_step_ : 0),
            " img/s; per step ", fmt("%.3f s", run_step_ / steps), " = compute ",
            fmt("%.3f", (run_step_ - run_wait_ - run_exposed_) / steps), " + data wait ", fmt("%.3f", run_wait_ / steps),
-           " + exposed allreduce ", fmt("%.3f", run_exposed_ / steps), " (", fmt("%.0f%%", 100 * hidden),
-           " of communication hidden)");
+           " + exposed allreduce ", fmt("%.3f", run_exposed_ / steps),
+           reducing ? str_cat(" (", fmt("%.0f%%", 100 * hidden), " of communication hidden)") : std::string(" (1 rank)"));
   if (have_eval_) {
     const double n = std::max(1.0, last_eval_.images);
     log_info("summary: validation at step ", last_eval_step_, ": top-1 error ", fmt("%.2f%%", 100 * (1 - last_eval_.top1 / n)),
@@ -527,7 +543,7 @@ void Worker::summary(double wall_s, const std::string& how) {
       << ", \"wall_s\": " << num(wall_s) << ", \"step_s\": " << num(run_step_ / steps)
       << ", \"compute_s\": " << num((run_step_ - run_wait_ - run_exposed_) / steps)
       << ", \"data_wait_s\": " << num(run_wait_ / steps) << ", \"exposed_comm_s\": " << num(run_exposed_ / steps)
-      << ", \"comm_in_flight_s\": " << num(run_inflight_ / steps) << ", \"hidden_fraction\": " << num(hidden)
+      << ", \"comm_in_flight_s\": " << num(run_inflight_ / steps) << ", \"hidden_fraction\": " << (reducing ? num(hidden) : "null")
       << ", \"workers\": " << world_->size() << ", \"overlap\": " << (config_.parallel.overlap ? "true" : "false")
       << ", \"bucket_mb\": " << num(config_.parallel.bucket_mb) << "}";
   append_metrics(rec.str());
