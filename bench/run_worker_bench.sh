@@ -125,7 +125,7 @@ md = [f"Per-rank batch {per_rank} (weak scaling), {cores} cores, OMP_NUM_THREADS
       "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 md += ["| " + " | ".join(row) + " |" for row in table]
 md += ["", "Seconds per step on worker rank 0. exposed comm: time in GradBuckets::wait_all, summed over the two "
-       "towers; comm in flight: the longer tower's first-start-to-last-completion time; hidden = 1 - exposed / "
+       "towers; comm in flight: from the first reduction's start to the last one's completion over both towers; hidden = 1 - exposed / "
        "in flight (0 after backward by construction); img/s: global batch / step."]
 open(out, "w").write("\n".join(md) + "\n")
 w = [max(len(h), *(len(row[i]) for row in table)) for i, h in enumerate(head)]
