@@ -106,34 +106,31 @@ void NcclCommunicator::check_async() const {
                " (a peer may have died); the communicator was aborted");
 }
 
-std::unique_ptr<CommRequest> NcclCommunicator::allreduce_async(float* data, size_t count, ReduceOp op) {
+std::unique_ptr<CommRequest> NcclCommunicator::enqueue(const std::function<void()>& collective) {
   ALEXNET_CUDA_CHECK(cudaSetDevice(device_));
   cudaEvent_t ready, done;
   ALEXNET_CUDA_CHECK(cudaEventCreateWithFlags(&ready, cudaEventDisableTiming));
   ALEXNET_CUDA_CHECK(cudaEventCreateWithFlags(&done, cudaEventDisableTiming));
-  // The gradients were written on the legacy default stream: wait for them there, not for later work.
+  // The buffers were written on the legacy default stream: wait for that work, not for later work.
   ALEXNET_CUDA_CHECK(cudaEventRecord(ready, cudaStreamLegacy));
   ALEXNET_CUDA_CHECK(cudaStreamWaitEvent(state_->stream, ready, 0));
-  NCCL_OK(ncclAllReduce(data, data, count, ncclFloat32, op == ReduceOp::kAverage ? ncclAvg : ncclSum, state_->comm,
-                        state_->stream));
+  collective();
   ALEXNET_CUDA_CHECK(cudaEventRecord(done, state_->stream));
   cudaEventDestroy(ready);
   return std::make_unique<NcclRequest>(*this, device_, done);
 }
 
+std::unique_ptr<CommRequest> NcclCommunicator::allreduce_async(float* data, size_t count, ReduceOp op) {
+  return enqueue([&] {
+    NCCL_OK(ncclAllReduce(data, data, count, ncclFloat32, op == ReduceOp::kAverage ? ncclAvg : ncclSum, state_->comm,
+                          state_->stream));
+  });
+}
+
 void NcclCommunicator::allreduce(float* data, size_t count, ReduceOp op) { allreduce_async(data, count, op)->wait(); }
 
 void NcclCommunicator::broadcast(float* data, size_t count, int root) {
-  ALEXNET_CUDA_CHECK(cudaSetDevice(device_));
-  cudaEvent_t ready, done;
-  ALEXNET_CUDA_CHECK(cudaEventCreateWithFlags(&ready, cudaEventDisableTiming));
-  ALEXNET_CUDA_CHECK(cudaEventCreateWithFlags(&done, cudaEventDisableTiming));
-  ALEXNET_CUDA_CHECK(cudaEventRecord(ready, cudaStreamLegacy));
-  ALEXNET_CUDA_CHECK(cudaStreamWaitEvent(state_->stream, ready, 0));
-  NCCL_OK(ncclBroadcast(data, data, count, ncclFloat32, root, state_->comm, state_->stream));
-  ALEXNET_CUDA_CHECK(cudaEventRecord(done, state_->stream));
-  cudaEventDestroy(ready);
-  NcclRequest(*this, device_, done).wait();
+  enqueue([&] { NCCL_OK(ncclBroadcast(data, data, count, ncclFloat32, root, state_->comm, state_->stream)); })->wait();
 }
 
 }  // namespace alexnet

@@ -5,6 +5,7 @@
 
 #include <mpi.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -43,6 +44,9 @@ class NcclCommunicator final : public Communicator {
 
  private:
   struct State;
+  // Runs `collective` (which enqueues on the communicator's stream) after the work already queued on the
+  // device's legacy default stream; the request completes with it.
+  std::unique_ptr<CommRequest> enqueue(const std::function<void()>& collective);
   std::unique_ptr<MpiCommunicator> mpi_;
   std::unique_ptr<State> state_;
   int device_ = 0;

@@ -64,4 +64,11 @@ void log_line(LogLevel level, const std::string& message) {
   }
 }
 
+LogLevel parse_log_level(const std::string& name) {
+  if (name == "debug") return LogLevel::kDebug;
+  if (name == "warning") return LogLevel::kWarn;
+  if (name == "error") return LogLevel::kError;
+  return LogLevel::kInfo;
+}
+
 }  // namespace alexnet

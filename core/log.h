@@ -10,6 +10,8 @@ namespace alexnet {
 enum class LogLevel { kDebug = 0, kInfo = 1, kWarn = 2, kError = 3 };
 
 void set_log_level(LogLevel level);
+// The config's log.level spelling: debug | info | warning | error (validated by the config).
+LogLevel parse_log_level(const std::string& name);
 LogLevel log_level();
 // Also append every line to this file (the run directory's log); empty path stops mirroring.
 void set_log_file(const std::string& path);

@@ -16,12 +16,6 @@
 
 namespace {
 
-alexnet::LogLevel parse_level(const std::string& s) {
-  using alexnet::LogLevel;
-  return s == "debug" ? LogLevel::kDebug : s == "warning" ? LogLevel::kWarn : s == "error" ? LogLevel::kError
-                                                                                           : LogLevel::kInfo;
-}
-
 int serve(int argc, char** argv) {
   using namespace alexnet;
   ArgParser args("alexnet-data-service",
@@ -31,7 +25,7 @@ int serve(int argc, char** argv) {
   args.config_options();
   if (!args.parse(argc, argv)) return 0;
   const Config config = args.load_config();
-  set_log_level(parse_level(config.log.level));
+  set_log_level(parse_log_level(config.log.level));
   JobLayout layout = JobLayout::create(JobRole::kService);
   if (layout.index() == 0) log_info("job layout: ", layout.describe());
   if (layout.served_workers().empty()) {

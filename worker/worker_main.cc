@@ -11,12 +11,6 @@
 
 namespace {
 
-alexnet::LogLevel parse_level(const std::string& s) {
-  using alexnet::LogLevel;
-  return s == "debug" ? LogLevel::kDebug : s == "warning" ? LogLevel::kWarn : s == "error" ? LogLevel::kError
-                                                                                           : LogLevel::kInfo;
-}
-
 int work(int argc, char** argv) {
   using namespace alexnet;
   ArgParser args("alexnet-worker",
@@ -29,7 +23,7 @@ int work(int argc, char** argv) {
   args.flag("--eval-only", "evaluate the weights (from --resume, else the initialisation) and stop");
   if (!args.parse(argc, argv)) return 0;
   const Config config = args.load_config();
-  set_log_level(parse_level(config.log.level));
+  set_log_level(parse_log_level(config.log.level));
   install_stop_handlers();
   JobLayout layout = JobLayout::create(JobRole::kWorker);
   WorkerOptions options;
