@@ -1,5 +1,6 @@
 #include "worker/trainer.h"
 
+#include <pthread.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -14,6 +15,7 @@
 #include <fstream>
 #include <memory>
 #include <sstream>
+#include <thread>
 
 #include "checkpoint/checkpoint.h"
 #include "comm/communicator.h"
@@ -37,9 +39,16 @@ namespace alexnet {
 namespace fs = std::filesystem;
 namespace {
 
-volatile std::sig_atomic_t g_stop_signal = 0;
+// Set by the signal thread (install_stop_handlers), read at every step.
+std::atomic<int> g_stop_signal{0};
 
-extern "C" void on_stop_signal(int sig) { g_stop_signal = sig; }
+sigset_t stop_signals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGUSR1);
+  sigaddset(&set, SIGTERM);
+  return set;
+}
 
 using Clock = std::chrono::steady_clock;
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
@@ -338,7 +347,7 @@ void Worker::train_step() {
   // One small reduction per step: the metrics, and the agreement on stopping and checkpointing.
   const bool time_due = rank_ == 0 && config_.checkpoint.every_minutes > 0 &&
                         seconds_since(last_checkpoint_) >= config_.checkpoint.every_minutes * 60.0;
-  double m[5] = {loss, correct, static_cast<double>(n), g_stop_signal != 0 ? 1.0 : 0.0, time_due ? 1.0 : 0.0};
+  double m[5] = {loss, correct, static_cast<double>(n), g_stop_signal.load() != 0 ? 1.0 : 0.0, time_due ? 1.0 : 0.0};
   world_->allreduce_metrics(m, 5, ReduceOp::kSum);
   const double step_loss = m[0] / world_->size();
   state_.interval.loss += step_loss;
@@ -642,13 +651,20 @@ int Worker::run() {
 
 }  // namespace
 
+void block_stop_signals() {
+  const sigset_t set = stop_signals();
+  const int rc = pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  ALEXNET_CHECK(rc == 0, "pthread_sigmask: ", std::strerror(rc));
+}
+
 void install_stop_handlers() {
-  struct sigaction sa {};
-  sa.sa_handler = on_stop_signal;
-  sigemptyset(&sa.sa_mask);
-  sa.sa_flags = SA_RESTART;
-  sigaction(SIGUSR1, &sa, nullptr);
-  sigaction(SIGTERM, &sa, nullptr);
+  std::thread([] {
+    const sigset_t set = stop_signals();
+    for (;;) {
+      int sig = 0;
+      if (sigwait(&set, &sig) == 0) g_stop_signal.store(sig);
+    }
+  }).detach();
 }
 
 int run_worker(const Config& config, const WorkerOptions& options, const JobLayout& layout) {

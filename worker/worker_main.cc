@@ -34,4 +34,7 @@ int work(int argc, char** argv) {
 
 }  // namespace
 
-int main(int argc, char** argv) { return alexnet::run_mpi_process("alexnet-worker", argc, argv, work); }
+int main(int argc, char** argv) {
+  alexnet::block_stop_signals();  // before MPI_Init starts its threads (worker/trainer.h)
+  return alexnet::run_mpi_process("alexnet-worker", argc, argv, work);
+}
