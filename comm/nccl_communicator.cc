@@ -5,8 +5,11 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <memory>
+#include <vector>
 #include <thread>
 
+#include "comm/placement.h"
 #include "core/cuda_check.h"
 #include "core/error.h"
 
@@ -14,6 +17,11 @@ namespace alexnet {
 struct NcclCommunicator::State {
   ncclComm_t comm = nullptr;
   cudaStream_t stream = nullptr;
+  // `ready` is recorded on the source stream before each collective (a wait captures it when issued, so
+  // one event serves every collective); `spare` holds completion events of finished requests for reuse,
+  // so a step creates none once the first has run.
+  cudaEvent_t ready = nullptr;
+  std::shared_ptr<std::vector<cudaEvent_t>> spare = std::make_shared<std::vector<cudaEvent_t>>();
   bool aborted = false;
   std::string host;
 };
@@ -29,13 +37,17 @@ namespace {
 
 class NcclRequest final : public CommRequest {
  public:
-  NcclRequest(const NcclCommunicator& owner, int device, cudaEvent_t done) : owner_(owner), device_(device), done_(done) {}
+  NcclRequest(const NcclCommunicator& owner, int device, cudaEvent_t done,
+              std::shared_ptr<std::vector<cudaEvent_t>> spare)
+      : owner_(owner), device_(device), done_(done), spare_(std::move(spare)) {}
   ~NcclRequest() override {
     try {
       wait();
     } catch (...) {
+      cudaEventDestroy(done_);  // the communicator is aborted: do not reuse the event
+      return;
     }
-    cudaEventDestroy(done_);
+    spare_->push_back(done_);
   }
   bool test() override {
     if (finished_) return true;
@@ -54,29 +66,29 @@ class NcclRequest final : public CommRequest {
   const NcclCommunicator& owner_;
   int device_;
   cudaEvent_t done_;
+  std::shared_ptr<std::vector<cudaEvent_t>> spare_;
   bool finished_ = false;
 };
 
 }  // namespace
 
-NcclCommunicator::NcclCommunicator(MPI_Comm comm, int device)
-    : mpi_(std::make_unique<MpiCommunicator>(comm)), state_(std::make_unique<State>()), device_(device) {
+NcclCommunicator::NcclCommunicator(MPI_Comm comm, int device, CUstream_st* source)
+    : mpi_(std::make_unique<MpiCommunicator>(comm)), state_(std::make_unique<State>()), device_(device),
+      source_(source) {
   char host[256] = {0};
   gethostname(host, sizeof host - 1);
   state_->host = host;
   // Two ranks on one GPU: NCCL would fail (or hang) in ncclCommInitRank; name them instead.
   std::hash<std::string> hasher;
   const std::vector<uint64_t> where = mpi_->allgather({hasher(state_->host), static_cast<uint64_t>(device)});
-  for (int a = 0; a < size(); ++a)
-    for (int b = a + 1; b < size(); ++b)
-      ALEXNET_CHECK(!(where[2 * a] == where[2 * b] && where[2 * a + 1] == where[2 * b + 1]), "ranks ", a, " and ", b,
-                    " of the gradient communicator both use GPU ", where[2 * a + 1], " of one host; NCCL needs one GPU "
-                    "per rank: use fewer worker ranks per node or parallel.devices_per_rank 1");
+  const std::string conflict = shared_gpu_conflict(where);
+  ALEXNET_CHECK(conflict.empty(), conflict);
   ncclUniqueId id;
   if (rank() == 0) NCCL_OK(ncclGetUniqueId(&id));
   mpi_->check(MPI_Bcast(&id, sizeof id, MPI_BYTE, 0, mpi_->comm()), "MPI_Bcast of the NCCL id");
   ALEXNET_CUDA_CHECK(cudaSetDevice(device));
   ALEXNET_CUDA_CHECK(cudaStreamCreateWithFlags(&state_->stream, cudaStreamNonBlocking));
+  ALEXNET_CUDA_CHECK(cudaEventCreateWithFlags(&state_->ready, cudaEventDisableTiming));
   NCCL_OK(ncclCommInitRank(&state_->comm, size(), id, rank()));
 }
 
@@ -88,6 +100,9 @@ NcclCommunicator::~NcclCommunicator() {
     else ncclCommDestroy(state_->comm);
   }
   if (state_->stream) cudaStreamDestroy(state_->stream);
+  if (state_->ready) cudaEventDestroy(state_->ready);
+  for (cudaEvent_t e : *state_->spare) cudaEventDestroy(e);
+  state_->spare->clear();
 }
 
 std::string NcclCommunicator::describe() const {
@@ -108,16 +123,20 @@ void NcclCommunicator::check_async() const {
 
 std::unique_ptr<CommRequest> NcclCommunicator::enqueue(const std::function<void()>& collective) {
   ALEXNET_CUDA_CHECK(cudaSetDevice(device_));
-  cudaEvent_t ready, done;
-  ALEXNET_CUDA_CHECK(cudaEventCreateWithFlags(&ready, cudaEventDisableTiming));
-  ALEXNET_CUDA_CHECK(cudaEventCreateWithFlags(&done, cudaEventDisableTiming));
-  // The buffers were written on the legacy default stream: wait for that work, not for later work.
-  ALEXNET_CUDA_CHECK(cudaEventRecord(ready, cudaStreamLegacy));
-  ALEXNET_CUDA_CHECK(cudaStreamWaitEvent(state_->stream, ready, 0));
+  cudaEvent_t done = nullptr;
+  if (state_->spare->empty()) {
+    ALEXNET_CUDA_CHECK(cudaEventCreateWithFlags(&done, cudaEventDisableTiming));
+  } else {
+    done = state_->spare->back();
+    state_->spare->pop_back();
+  }
+  auto request = std::make_unique<NcclRequest>(*this, device_, done, state_->spare);
+  // The buffers were written on the source stream: wait for that work, not for later work.
+  ALEXNET_CUDA_CHECK(cudaEventRecord(state_->ready, source_ ? source_ : cudaStreamLegacy));
+  ALEXNET_CUDA_CHECK(cudaStreamWaitEvent(state_->stream, state_->ready, 0));
   collective();
   ALEXNET_CUDA_CHECK(cudaEventRecord(done, state_->stream));
-  cudaEventDestroy(ready);
-  return std::make_unique<NcclRequest>(*this, device_, done);
+  return request;
 }
 
 std::unique_ptr<CommRequest> NcclCommunicator::allreduce_async(float* data, size_t count, ReduceOp op) {

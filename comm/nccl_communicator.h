@@ -11,13 +11,17 @@
 
 #include "comm/communicator.h"
 
+struct CUstream_st;
+
 namespace alexnet {
 
 class NcclCommunicator final : public Communicator {
  public:
   // Collective over `comm`: every rank joins with its GPU `device`. NCCL refuses two ranks of one
-  // communicator on the same GPU; the constructor checks that first and names the ranks.
-  NcclCommunicator(MPI_Comm comm, int device);
+  // communicator on the same GPU; the constructor checks that first and names the ranks (message from
+  // shared_gpu_conflict, comm/placement.h). `source`: the stream whose work writes the buffers (the
+  // tower's stream, AlexNet::stream); nullptr: the device's legacy default stream.
+  NcclCommunicator(MPI_Comm comm, int device, CUstream_st* source = nullptr);
   ~NcclCommunicator() override;
   NcclCommunicator(const NcclCommunicator&) = delete;
   NcclCommunicator& operator=(const NcclCommunicator&) = delete;
@@ -27,8 +31,8 @@ class NcclCommunicator final : public Communicator {
   std::string describe() const override;
   bool device_buffers() const override { return true; }
 
-  // The reductions wait (through an event) for the work already queued on the device's legacy default
-  // stream, where the model computes, and run on this communicator's non-blocking stream, so backward
+  // The reductions wait (through an event) for the work already queued on the source stream, where the
+  // model computes, and run on this communicator's non-blocking stream, so backward
   // goes on while they travel. A request completes when its event has; while waiting, NCCL's
   // asynchronous error state is polled, and an error aborts the communicator and throws (a dead peer
   // ends the job instead of hanging it).
@@ -45,11 +49,12 @@ class NcclCommunicator final : public Communicator {
  private:
   struct State;
   // Runs `collective` (which enqueues on the communicator's stream) after the work already queued on the
-  // device's legacy default stream; the request completes with it.
+  // source stream; the request completes with it.
   std::unique_ptr<CommRequest> enqueue(const std::function<void()>& collective);
   std::unique_ptr<MpiCommunicator> mpi_;
   std::unique_ptr<State> state_;
   int device_ = 0;
+  CUstream_st* source_ = nullptr;
 };
 
 }  // namespace alexnet

@@ -19,17 +19,37 @@ constexpr int kFc = 2048;                                                       
 constexpr double kInitStd = 0.01;  // paper §5
 
 // Columns [col0, col0 + src row length) of every row of dst ([N, *]) receive src ([N, *]); any devices.
-void put_columns(const Tensor& src, Tensor& dst, int64_t col0) {
-  ops::copy_columns(src, 0, dst, col0, src.numel() / src.dim(0), false, nullptr);
+// src_stream / dst_stream: the streams of the producing and consuming towers (ops::copy_columns).
+void put_columns(const Tensor& src, ops::Stream src_stream, Tensor& dst, ops::Stream dst_stream, int64_t col0) {
+  ops::copy_columns(src, 0, src_stream, dst, col0, dst_stream, src.numel() / src.dim(0), false, nullptr);
 }
 
 // dst ([N, w]) = (accumulate ? dst : 0) + columns [col0, col0 + w) of src ([N, *]); any devices.
-// staging ([N, w] on dst's device) is needed to accumulate from another device.
-void take_columns(const Tensor& src, int64_t col0, Tensor& dst, bool accumulate, Tensor* staging = nullptr) {
-  ops::copy_columns(src, col0, dst, 0, dst.numel() / dst.dim(0), accumulate, staging);
+// staging ([N, w] on dst's device) is needed to accumulate into a CUDA tensor.
+void take_columns(const Tensor& src, ops::Stream src_stream, int64_t col0, Tensor& dst, ops::Stream dst_stream,
+                  bool accumulate, Tensor* staging = nullptr) {
+  ops::copy_columns(src, col0, src_stream, dst, 0, dst_stream, dst.numel() / dst.dim(0), accumulate, staging);
 }
 
 }  // namespace
+
+TowerStream::TowerStream(Device device) : device_(device), stream_(ops::create_stream(device)) {}
+
+TowerStream::~TowerStream() { ops::destroy_stream(device_, stream_); }
+
+TowerStream::TowerStream(TowerStream&& other) noexcept : device_(other.device_), stream_(other.stream_) {
+  other.stream_ = nullptr;
+}
+
+TowerStream& TowerStream::operator=(TowerStream&& other) noexcept {
+  if (this != &other) {
+    ops::destroy_stream(device_, stream_);
+    device_ = other.device_;
+    stream_ = other.stream_;
+    other.stream_ = nullptr;
+  }
+  return *this;
+}
 
 Shape ParamInfo::tower_shape(int tower) const {
   Shape s = merged;
@@ -107,6 +127,7 @@ AlexNet::AlexNet(const ModelConfig& cfg, std::array<Device, kTowers> devices)
     ALEXNET_CHECK(devices_[t].is_cpu(), "this build has no CUDA backend; tower ", t, " asked for ", devices_[t].str());
 #endif
     Tower& tw = towers_[t];
+    if (devices_[t].is_cuda()) tw.stream = TowerStream(devices_[t]);
     int64_t total = 0;
     for (const ParamInfo& p : table_)
       if (p.trainable) total += shape_numel(p.tower_shape(t));
@@ -129,6 +150,8 @@ AlexNet::AlexNet(const ModelConfig& cfg, std::array<Device, kTowers> devices)
       }
     }
   }
+  if (devices_[0].is_cuda() && devices_[1].is_cuda() && devices_[0] != devices_[1])
+    peer_ = ops::enable_peer_access(devices_[0], devices_[1]);
   init_paper(1);
 }
 
@@ -299,6 +322,7 @@ Tensor AlexNet::forward(const Tensor& x, bool training, const PassOptions& opt) 
   }
   const int64_t* sample_ids = opt.sample_ids ? opt.sample_ids : ids.data();
   const int64_t c1 = s.conv1, p1 = s.pool1, p2 = s.pool2, p5 = s.pool5;
+  auto S = [&](int t) -> ops::Stream { return t < 0 ? nullptr : towers_[t].stream.get(); };
   // Each tower's copy of the input (the host batch itself on the CPU), and of the sample ids for the
   // dropout draws on a device.
   std::array<Tensor, kTowers> xin;
@@ -371,6 +395,7 @@ Tensor AlexNet::forward(const Tensor& x, bool training, const PassOptions& opt) 
   // conv1 .. pool2: each tower alone.
   std::array<Tensor, kTowers> pool2;
   for (int t = 0; t < kTowers; ++t) {
+    ops::StreamScope on(S(t));
     Tensor& a1 = scratch(t, "a1", {n, kConv1, c1, c1});
     ops::conv2d_forward(xin[t], P(t, "conv1/weight"), P(t, "conv1/bias"), a1, {4, 0, 1}, relu);
     act(a1);
@@ -385,9 +410,10 @@ Tensor AlexNet::forward(const Tensor& x, bool training, const PassOptions& opt) 
   // conv3 sees both towers' maps (tower 0's channels first).
   std::array<Tensor, kTowers> pool5;
   for (int t = 0; t < kTowers; ++t) {
+    ops::StreamScope on(S(t));
     Tensor& in3 = scratch(t, "in3", {n, 2 * kConv2, p2, p2});
-    put_columns(pool2[0], in3, 0);
-    put_columns(pool2[1], in3, kConv2 * p2 * p2);
+    put_columns(pool2[0], S(0), in3, S(t), 0);
+    put_columns(pool2[1], S(1), in3, S(t), kConv2 * p2 * p2);
     Tensor& a3 = scratch(t, "a3", {n, kConv3, p2, p2});
     ops::conv2d_forward(in3, P(t, "conv3/weight"), P(t, "conv3/bias"), a3, {1, 1, 1}, relu);
     act(a3);
@@ -406,10 +432,11 @@ Tensor AlexNet::forward(const Tensor& x, bool training, const PassOptions& opt) 
     std::array<Tensor, kTowers> next;
     const std::string tag = fcs[l];
     for (int t = 0; t < kTowers; ++t) {
+      ops::StreamScope on(S(t));
       const int64_t w0 = prev[0].numel() / n;
       Tensor& in = scratch(t, "in_" + tag, {n, w0 + prev[1].numel() / n});
-      put_columns(prev[0], in, 0);
-      put_columns(prev[1], in, w0);
+      put_columns(prev[0], S(0), in, S(t), 0);
+      put_columns(prev[1], S(1), in, S(t), w0);
       Tensor& h = fc(t, in, fcs[l], kFc, "h_" + tag);
       next[t] = drop(t, h, static_cast<uint32_t>(6 + l), "d_" + tag);
     }
@@ -418,12 +445,13 @@ Tensor AlexNet::forward(const Tensor& x, bool training, const PassOptions& opt) 
   Tensor& logits = scratch(-1, "logits", {n, cfg_.num_classes});
   const int64_t split8 = table_[index_of("fc8/weight")].split;
   for (int t = 0; t < kTowers; ++t) {
+    ops::StreamScope on(S(t));
     Tensor& in = scratch(t, "in_fc8", {n, 2 * kFc});
-    put_columns(prev[0], in, 0);
-    put_columns(prev[1], in, kFc);
+    put_columns(prev[0], S(0), in, S(t), 0);
+    put_columns(prev[1], S(1), in, S(t), kFc);
     Tensor& out = scratch(t, "logits", {n, t == 0 ? split8 : cfg_.num_classes - split8});
     ops::linear_forward(in, P(t, "fc8/weight"), P(t, "fc8/bias"), out, false);
-    put_columns(out, logits, t == 0 ? 0 : split8);
+    put_columns(out, S(t), logits, nullptr, t == 0 ? 0 : split8);
   }
   return logits;
 }
@@ -438,6 +466,7 @@ void AlexNet::backward(const Tensor& dlogits) {
   auto GW = [&](int t, const std::string& layer) -> Tensor& { return towers_[t].g[index_of(layer + "/weight")]; };
   auto GB = [&](int t, const std::string& layer) -> Tensor& { return towers_[t].g[index_of(layer + "/bias")]; };
   auto ws = [&](int t, const std::string& name) -> Tensor& { return towers_[t].ws.at(name); };
+  auto S = [&](int t) -> ops::Stream { return towers_[t].stream.get(); };
   // Tower t's weight and bias gradients of `layer` are final.
   auto ready = [&](int t, const std::string& layer) {
     if (!grad_ready_) return;
@@ -453,15 +482,16 @@ void AlexNet::backward(const Tensor& dlogits) {
   const PoolParams pool{cfg_.pool.size, cfg_.pool.stride};
   // out lives on tower t's device; the other tower's part arrives through a staging copy there.
   auto scatter = [&](const std::string& dx_name, int64_t col0, Tensor& out, int t) {
-    take_columns(ws(0, dx_name), col0, out, false);
+    take_columns(ws(0, dx_name), S(0), col0, out, S(t), false);
     Tensor* staging = out.device().is_cpu() ? nullptr : &scratch(t, dx_name + ".staging", out.shape());
-    take_columns(ws(1, dx_name), col0, out, true, staging);
+    take_columns(ws(1, dx_name), S(1), col0, out, S(t), true, staging);
   };
 
   const int64_t split8 = table_[index_of("fc8/weight")].split;
   for (int t = 0; t < kTowers; ++t) {
+    ops::StreamScope on(S(t));
     Tensor& dl = scratch(t, "dlogits", ws(t, "logits").shape());
-    take_columns(dlogits, t == 0 ? 0 : split8, dl, false);
+    take_columns(dlogits, nullptr, t == 0 ? 0 : split8, dl, S(t), false);
     Tensor& dx = scratch(t, "dx_fc8", ws(t, "in_fc8").shape());
     ops::linear_backward(ws(t, "in_fc8"), W(t, "fc8"), dl, &dx, GW(t, "fc8"), GB(t, "fc8"));
     ready(t, "fc8");
@@ -469,12 +499,14 @@ void AlexNet::backward(const Tensor& dlogits) {
   std::string next_dx = "dx_fc8";
   for (const std::string layer : {"fc7", "fc6"}) {
     for (int t = 0; t < kTowers; ++t) {
+      ops::StreamScope on(S(t));
       Tensor& dh = scratch(t, "dh_" + layer, {n, kFc});
       scatter(next_dx, t * kFc, dh, t);
       if (dropout) ops::dropout_backward(dh, ws(t, "d_" + layer + ".mask"), cfg_.dropout, dh);
       act_bwd(ws(t, "h_" + layer), dh);
     }
     for (int t = 0; t < kTowers; ++t) {
+      ops::StreamScope on(S(t));
       Tensor& dx = scratch(t, "dx_" + layer, ws(t, "in_" + layer).shape());
       ops::linear_backward(ws(t, "in_" + layer), W(t, layer), ws(t, "dh_" + layer), &dx, GW(t, layer),
                           GB(t, layer));
@@ -484,6 +516,7 @@ void AlexNet::backward(const Tensor& dlogits) {
   }
   const int64_t p2 = s.pool2, p5 = s.pool5;
   for (int t = 0; t < kTowers; ++t) {
+    ops::StreamScope on(S(t));
     Tensor& dp5 = scratch(t, "dp5", {n, kConv5, p5, p5});
     scatter("dx_fc6", t * kConv5 * p5 * p5, dp5, t);
     Tensor& da5 = scratch(t, "da5", {n, kConv5, p2, p2});
@@ -502,6 +535,7 @@ void AlexNet::backward(const Tensor& dlogits) {
     ready(t, "conv3");
   }
   for (int t = 0; t < kTowers; ++t) {
+    ops::StreamScope on(S(t));
     Tower& tw = towers_[t];
     Tensor& dp2 = scratch(t, "dp2", {n, kConv2, p2, p2});
     scatter("dx_in3", t * kConv2 * p2 * p2, dp2, t);
@@ -573,10 +607,12 @@ Tensor AlexNet::activation(int tower, const std::string& name) const {
 }
 
 void AlexNet::sgd_step(double lr, double momentum, double weight_decay) {
-  for (Tower& tw : towers_)
+  for (Tower& tw : towers_) {
+    ops::StreamScope on(tw.stream.get());
     for (size_t i = 0; i < table_.size(); ++i)
       if (table_[i].trainable)
         ops::sgd_update(tw.p[i], tw.g[i], tw.v[i], lr, momentum, table_[i].decay ? weight_decay : 0.0);
+  }
 }
 
 }  // namespace alexnet

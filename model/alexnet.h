@@ -13,9 +13,29 @@
 #include "core/config.h"
 #include "core/tensor.h"
 
+struct CUstream_st;
+
 namespace alexnet {
 
 constexpr int kTowers = 2;
+
+// The stream a CUDA tower's work goes to (none for a CPU tower); destroyed, after its work, with the
+// tower. Move-only.
+class TowerStream {
+ public:
+  TowerStream() = default;
+  explicit TowerStream(Device device);
+  ~TowerStream();
+  TowerStream(TowerStream&& other) noexcept;
+  TowerStream& operator=(TowerStream&& other) noexcept;
+  TowerStream(const TowerStream&) = delete;
+  TowerStream& operator=(const TowerStream&) = delete;
+  CUstream_st* get() const { return stream_; }
+
+ private:
+  Device device_ = Device::cpu();
+  CUstream_st* stream_ = nullptr;
+};
 
 // One tensor of the network in the checkpoint's merged layout (shared/ARCHITECTURE.md, layout v1).
 // Tower 0 owns rows [0, split) of dimension 0, tower 1 rows [split, merged[0]).
@@ -69,6 +89,11 @@ class AlexNet {
   const NetShapes& shapes() const { return shapes_; }
   const std::vector<ParamInfo>& table() const { return table_; }
   Device device(int tower) const { return devices_[tower]; }
+  // Tower t's CUDA stream (nullptr on the CPU): every op of the tower is queued on it, so a consumer of
+  // its results on another stream (the NCCL reduction of its gradients) waits for it.
+  CUstream_st* stream(int tower) const { return towers_[tower].stream.get(); }
+  // Whether the two towers' GPUs read each other's memory directly (false on one GPU or the CPU).
+  bool peer_to_peer() const { return peer_; }
 
   // The paper's initialisation (§5): weights ~ N(0, 0.01^2), biases 1 in conv2, conv4, conv5, fc6,
   // fc7 and 0 elsewhere; batch-norm scale 1, shift 0, running mean 0, variance 1. Each element's
@@ -118,6 +143,7 @@ class AlexNet {
     Tensor params, grads, velocity;  // flat arenas of the trainable tensors, table order
     std::vector<Tensor> p, g, v;     // per table entry (buffers: p only, g/v undefined)
     std::map<std::string, Tensor> ws;  // activations and scratch, reused across passes
+    TowerStream stream;
   };
 
   int index_of(const std::string& name) const;
@@ -134,6 +160,7 @@ class AlexNet {
   std::array<Device, kTowers> devices_;
   std::array<Tower, kTowers> towers_;
   std::map<std::string, Tensor> shared_ws_;
+  bool peer_ = false;
   bool pass_dropout_ = false;  // whether the last forward pass applied dropout
   std::function<void(int, size_t)> grad_ready_;  // the running pass's PassOptions::on_grad_ready
 };

@@ -22,7 +22,13 @@ bool on_cpu(const Tensor& t, const char* op) {
 #endif
 }
 
+thread_local Stream t_stream = nullptr;
+
 }  // namespace
+
+StreamScope::StreamScope(Stream stream) : previous_(t_stream) { t_stream = stream; }
+StreamScope::~StreamScope() { t_stream = previous_; }
+Stream current_stream() { return t_stream; }
 
 #if ALEXNET_WITH_CUDA
 #define ALEXNET_ON_DEVICE(call) call
@@ -32,51 +38,51 @@ bool on_cpu(const Tensor& t, const char* op) {
 
 void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y, const ConvParams& p, bool post_relu) {
   if (on_cpu(x, "conv2d_forward")) return conv2d_forward_cpu(x, w, b, y, p, post_relu);
-  ALEXNET_ON_DEVICE(conv2d_forward_cuda(x, w, b, y, p, post_relu, nullptr));
+  ALEXNET_ON_DEVICE(conv2d_forward_cuda(x, w, b, y, p, post_relu, current_stream()));
 }
 
 void conv2d_backward(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx, Tensor& dw, Tensor& db,
                      const ConvParams& p) {
   if (on_cpu(x, "conv2d_backward")) return conv2d_backward_cpu(x, w, dy, dx, dw, db, p);
-  ALEXNET_ON_DEVICE(conv2d_backward_cuda(x, w, dy, dx, dw, db, p, nullptr));
+  ALEXNET_ON_DEVICE(conv2d_backward_cuda(x, w, dy, dx, dw, db, p, current_stream()));
 }
 
 void linear_forward(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y, bool post_relu) {
   if (on_cpu(x, "linear_forward")) return linear_forward_cpu(x, w, b, y, post_relu);
-  ALEXNET_ON_DEVICE(linear_forward_cuda(x, w, b, y, post_relu, nullptr));
+  ALEXNET_ON_DEVICE(linear_forward_cuda(x, w, b, y, post_relu, current_stream()));
 }
 
 void linear_backward(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx, Tensor& dw, Tensor& db) {
   if (on_cpu(x, "linear_backward")) return linear_backward_cpu(x, w, dy, dx, dw, db);
-  ALEXNET_ON_DEVICE(linear_backward_cuda(x, w, dy, dx, dw, db, nullptr));
+  ALEXNET_ON_DEVICE(linear_backward_cuda(x, w, dy, dx, dw, db, current_stream()));
 }
 
 void relu_backward(const Tensor& y, const Tensor& dy, Tensor& dx) {
   if (on_cpu(y, "relu_backward")) return relu_backward_cpu(y, dy, dx);
-  ALEXNET_ON_DEVICE(relu_backward_cuda(y, dy, dx, nullptr));
+  ALEXNET_ON_DEVICE(relu_backward_cuda(y, dy, dx, current_stream()));
 }
 
 void tanh_forward(const Tensor& x, Tensor& y) {
   if (on_cpu(x, "tanh_forward")) return tanh_forward_cpu(x, y);
-  ALEXNET_ON_DEVICE(tanh_forward_cuda(x, y, nullptr));
+  ALEXNET_ON_DEVICE(tanh_forward_cuda(x, y, current_stream()));
 }
 
 void tanh_backward(const Tensor& y, const Tensor& dy, Tensor& dx) {
   if (on_cpu(y, "tanh_backward")) return tanh_backward_cpu(y, dy, dx);
-  ALEXNET_ON_DEVICE(tanh_backward_cuda(y, dy, dx, nullptr));
+  ALEXNET_ON_DEVICE(tanh_backward_cuda(y, dy, dx, current_stream()));
 }
 
 void lrn_forward(const Tensor& x, Tensor& y, Tensor& scale, const LrnParams& p, bool within) {
   if (on_cpu(x, "lrn_forward")) return within ? lrn2d_forward_cpu(x, y, scale, p) : lrn_forward_cpu(x, y, scale, p);
-  ALEXNET_ON_DEVICE(within ? lrn2d_forward_cuda(x, y, scale, p, nullptr) : lrn_forward_cuda(x, y, scale, p, nullptr));
+  ALEXNET_ON_DEVICE(within ? lrn2d_forward_cuda(x, y, scale, p, current_stream()) : lrn_forward_cuda(x, y, scale, p, current_stream()));
 }
 
 void lrn_backward(const Tensor& x, const Tensor& y, const Tensor& scale, const Tensor& dy, Tensor& dx,
                   const LrnParams& p, bool within) {
   if (on_cpu(x, "lrn_backward"))
     return within ? lrn2d_backward_cpu(x, y, scale, dy, dx, p) : lrn_backward_cpu(x, y, scale, dy, dx, p);
-  ALEXNET_ON_DEVICE(within ? lrn2d_backward_cuda(x, y, scale, dy, dx, p, nullptr)
-                           : lrn_backward_cuda(x, y, scale, dy, dx, p, nullptr));
+  ALEXNET_ON_DEVICE(within ? lrn2d_backward_cuda(x, y, scale, dy, dx, p, current_stream())
+                           : lrn_backward_cuda(x, y, scale, dy, dx, p, current_stream()));
 }
 
 void batchnorm_forward(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& running_mean,
@@ -85,45 +91,72 @@ void batchnorm_forward(const Tensor& x, const Tensor& gamma, const Tensor& beta,
   if (on_cpu(x, "batchnorm_forward"))
     return batchnorm_forward_cpu(x, gamma, beta, running_mean, running_var, training, y, saved_mean, saved_invstd, p);
   ALEXNET_ON_DEVICE(batchnorm_forward_cuda(x, gamma, beta, running_mean, running_var, training, y, saved_mean,
-                                           saved_invstd, p, stats, nullptr));
+                                           saved_invstd, p, stats, current_stream()));
 }
 
 void batchnorm_backward(const Tensor& x, const Tensor& gamma, const Tensor& saved_mean, const Tensor& saved_invstd,
                         const Tensor& dy, Tensor& dx, Tensor& dgamma, Tensor& dbeta) {
   if (on_cpu(x, "batchnorm_backward"))
     return batchnorm_backward_cpu(x, gamma, saved_mean, saved_invstd, dy, dx, dgamma, dbeta);
-  ALEXNET_ON_DEVICE(batchnorm_backward_cuda(x, gamma, saved_mean, saved_invstd, dy, dx, dgamma, dbeta, nullptr));
+  ALEXNET_ON_DEVICE(batchnorm_backward_cuda(x, gamma, saved_mean, saved_invstd, dy, dx, dgamma, dbeta, current_stream()));
 }
 
 void maxpool_forward(const Tensor& x, Tensor& y, Tensor& argmax, const PoolParams& p) {
   if (on_cpu(x, "maxpool_forward")) return maxpool_forward_cpu(x, y, argmax, p);
-  ALEXNET_ON_DEVICE(maxpool_forward_cuda(x, y, argmax, p, nullptr));
+  ALEXNET_ON_DEVICE(maxpool_forward_cuda(x, y, argmax, p, current_stream()));
 }
 
 void maxpool_backward(const Tensor& dy, const Tensor& argmax, Tensor& dx, const PoolParams& p) {
   if (on_cpu(dy, "maxpool_backward")) return maxpool_backward_cpu(dy, argmax, dx);
-  ALEXNET_ON_DEVICE(maxpool_backward_cuda(dy, argmax, dx, p, nullptr));
+  ALEXNET_ON_DEVICE(maxpool_backward_cuda(dy, argmax, dx, p, current_stream()));
 }
 
 void dropout_forward(const Tensor& x, Tensor& y, Tensor& mask, double p, const DropoutArgs& k) {
   if (on_cpu(x, "dropout_forward")) return dropout_forward_cpu(x, y, mask, p, k.keying);
   ALEXNET_ASSERT(k.sample_ids_device, "dropout_forward on ", x.device().str(), " needs the sample ids there");
   ALEXNET_ON_DEVICE(dropout_forward_cuda(x, y, mask, p, k.keying.key, k.keying.step, *k.sample_ids_device,
-                                         k.keying.unit_offset, nullptr));
+                                         k.keying.unit_offset, current_stream()));
 }
 
 void dropout_backward(const Tensor& dy, const Tensor& mask, double p, Tensor& dx) {
   if (on_cpu(dy, "dropout_backward")) return dropout_backward_cpu(dy, mask, p, dx);
-  ALEXNET_ON_DEVICE(dropout_backward_cuda(dy, mask, p, dx, nullptr));
+  ALEXNET_ON_DEVICE(dropout_backward_cuda(dy, mask, p, dx, current_stream()));
 }
 
 void sgd_update(Tensor& w, const Tensor& g, Tensor& v, double lr, double momentum, double weight_decay) {
   if (on_cpu(w, "sgd_update")) return sgd_update_cpu(w, g, v, lr, momentum, weight_decay);
-  ALEXNET_ON_DEVICE(sgd_update_cuda(w, g, v, lr, momentum, weight_decay, nullptr));
+  ALEXNET_ON_DEVICE(sgd_update_cuda(w, g, v, lr, momentum, weight_decay, current_stream()));
 }
 
-void copy_columns(const Tensor& src, int64_t src_col0, Tensor& dst, int64_t dst_col0, int64_t width, bool accumulate,
-                  Tensor* staging) {
+Stream create_stream(Device device) {
+  ALEXNET_CHECK(device.is_cuda(), "create_stream: ", device.str(), " is not a CUDA device");
+#if ALEXNET_WITH_CUDA
+  return cuda_create_stream(device.index);
+#else
+  ALEXNET_FAIL("create_stream on ", device.str(), ": this build has no CUDA backend");
+#endif
+}
+
+void destroy_stream(Device device, Stream stream) {
+#if ALEXNET_WITH_CUDA
+  if (device.is_cuda()) cuda_destroy_stream(device.index, stream);
+#else
+  (void)device;
+  (void)stream;
+#endif
+}
+
+bool enable_peer_access(Device a, Device b) {
+  ALEXNET_CHECK(a.is_cuda() && b.is_cuda(), "enable_peer_access: ", a.str(), " and ", b.str());
+#if ALEXNET_WITH_CUDA
+  return cuda_enable_peer_access(a.index, b.index);
+#else
+  ALEXNET_FAIL("enable_peer_access: this build has no CUDA backend");
+#endif
+}
+
+void copy_columns(const Tensor& src, int64_t src_col0, Stream src_stream, Tensor& dst, int64_t dst_col0,
+                  Stream dst_stream, int64_t width, bool accumulate, Tensor* staging) {
   const int64_t n = src.dim(0), sw = src.numel() / n, dw = dst.numel() / n;
   ALEXNET_ASSERT(dst.dim(0) == n && src_col0 + width <= sw && dst_col0 + width <= dw, "copy_columns: ",
                  src.describe(), " [", src_col0, ", +", width, ") into ", dst.describe(), " at ", dst_col0);
@@ -143,7 +176,13 @@ void copy_columns(const Tensor& src, int64_t src_col0, Tensor& dst, int64_t dst_
     return;
   }
   on_cpu(src.device().is_cpu() ? dst : src, "copy_columns");
-  ALEXNET_ON_DEVICE(copy_columns_cuda(src, src_col0, dst, dst_col0, width, accumulate, staging));
+#if !ALEXNET_WITH_CUDA
+  (void)src_stream;
+  (void)dst_stream;
+  (void)staging;
+#endif
+  ALEXNET_ON_DEVICE(
+      copy_columns_cuda(src, src_col0, src_stream, dst, dst_col0, dst_stream, width, accumulate, staging));
 }
 
 }  // namespace ops

@@ -7,8 +7,34 @@
 
 #include "model/layers.h"
 
+struct CUstream_st;
+
 namespace alexnet {
 namespace ops {
+
+// A CUDA stream (nullptr: the legacy default stream of the current device). Opaque outside CUDA code.
+using Stream = CUstream_st*;
+
+// While a StreamScope lives, the ops this thread issues on CUDA tensors go to its stream (scopes nest;
+// the previous stream comes back at the end). Ops on CPU tensors ignore it.
+class StreamScope {
+ public:
+  explicit StreamScope(Stream stream);
+  ~StreamScope();
+  StreamScope(const StreamScope&) = delete;
+  StreamScope& operator=(const StreamScope&) = delete;
+
+ private:
+  Stream previous_;
+};
+Stream current_stream();
+
+// A stream of its own on a CUDA device (model/cuda/layers_cuda.h: cuda_create_stream); errors in a
+// build without CUDA. destroy_stream waits for the stream's work first.
+Stream create_stream(Device device);
+void destroy_stream(Device device, Stream stream);
+// Peer access between two CUDA devices where the hardware allows; returns whether it does.
+bool enable_peer_access(Device a, Device b);
 
 // Dropout keys as on the CPU; sample_ids_device: int64 [N] on the tensors' device (CUDA only).
 struct DropoutArgs {
@@ -40,10 +66,12 @@ void dropout_backward(const Tensor& dy, const Tensor& mask, double p, Tensor& dx
 void sgd_update(Tensor& w, const Tensor& g, Tensor& v, double lr, double momentum, double weight_decay);
 
 // Columns [dst_col0, dst_col0 + width) of every row of dst ([N, *]) = (accumulate ? dst : 0) + columns
-// [src_col0, src_col0 + width) of src ([N, *]); the two may be on different devices. staging: float32
-// [N, width] on dst's device when accumulating across devices (else unused, may be null).
-void copy_columns(const Tensor& src, int64_t src_col0, Tensor& dst, int64_t dst_col0, int64_t width, bool accumulate,
-                  Tensor* staging);
+// [src_col0, src_col0 + width) of src ([N, *]); the two may be on different devices. src_stream and
+// dst_stream are the streams of the towers that produce src and consume dst (the copy is ordered after
+// the first and before the second's later work; see copy_columns_cuda). staging: float32 [N, width] on
+// dst's device when accumulating into a CUDA tensor (else unused, may be null).
+void copy_columns(const Tensor& src, int64_t src_col0, Stream src_stream, Tensor& dst, int64_t dst_col0,
+                  Stream dst_stream, int64_t width, bool accumulate, Tensor* staging);
 
 }  // namespace ops
 }  // namespace alexnet

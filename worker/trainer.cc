@@ -20,6 +20,7 @@
 #include "checkpoint/checkpoint.h"
 #include "comm/communicator.h"
 #include "comm/grad_buckets.h"
+#include "comm/placement.h"
 #include "core/device.h"
 #include "core/error.h"
 #include "core/log.h"
@@ -172,7 +173,7 @@ void Worker::setup_comm() {
       tower_comm_[t] = std::make_unique<LocalCommunicator>();
     } else if (devices_[t].is_cuda()) {
 #if ALEXNET_WITH_CUDA
-      tower_comm_[t] = std::make_unique<NcclCommunicator>(comm, devices_[t].index);
+      tower_comm_[t] = std::make_unique<NcclCommunicator>(comm, devices_[t].index, model_->stream(t));
 #endif
     } else {
       tower_comm_[t] = std::make_unique<MpiCommunicator>(comm);
@@ -223,11 +224,8 @@ void Worker::choose_devices() {
   MPI_Comm_rank(local, &local_rank);
   MPI_Comm_size(local, &local_size);
   MPI_Comm_free(&local);
-  const int per_rank = config_.parallel.devices_per_rank;
-  ALEXNET_CHECK(local_size * per_rank <= gpus, "config key 'parallel.devices_per_rank': ", local_size,
-                " worker rank(s) on this node x ", per_rank, " GPU(s) each need ", local_size * per_rank, " GPUs; ",
-                gpus, " visible. Use fewer workers per node or devices_per_rank 1 (NCCL needs a GPU of its own per rank)");
-  for (int t = 0; t < kTowers; ++t) devices_[t] = Device::cuda(per_rank == 2 ? 2 * local_rank + t : local_rank);
+  const std::array<int, 2> gpu = tower_gpus(local_rank, local_size, config_.parallel.devices_per_rank, gpus);
+  for (int t = 0; t < kTowers; ++t) devices_[t] = Device::cuda(gpu[t]);
 #if ALEXNET_WITH_CUDA
   set_cuda_precision(config_.parallel.precision);
 #endif

@@ -1,17 +1,28 @@
 // Convolution through cuDNN (its legacy convolution API, deprecated in cuDNN 9 and kept behind
-// conv2d_*_cuda so that a move to the graph API changes this file only), the FC layers through cuBLAS,
-// and batch norm as our own kernels with the CPU backend's statistics (double accumulation, unbiased
-// running variance). Algorithms are chosen once per shape (cudnnFind..., deterministic ones only) and
-// cached with their descriptors; the cuDNN workspace grows once to the largest need and is reused.
+// conv2d_*_cuda so that a move to the graph API changes this file only), the FC layers through cuBLAS
+// (cublasGemmEx with the precision's compute type), and batch norm as our own kernels with the CPU
+// backend's statistics (double accumulation, unbiased running variance). Algorithms are chosen once per
+// shape and math (cudnnFind..., deterministic ones first) and cached with their descriptors. Each
+// (device, stream) has its own handles, cuDNN workspace and bf16 arena, grown to the largest need in the
+// first steps and then reused: a step allocates nothing.
+//
+// bf16: convolution operands are rounded to bf16 into the arena and cuDNN accumulates in float32; the
+// FC products run on bf16 tensor cores from the float32 tensors (CUBLAS_COMPUTE_32F_FAST_16BF). Weights,
+// gradients, activations and the update stay float32 (master weights), so only the products are bf16.
 #include <cublas_v2.h>
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <cudnn.h>
 
+#include <algorithm>
+#include <array>
 #include <cmath>
+#include <initializer_list>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "core/cuda_check.h"
@@ -54,45 +65,74 @@ void check_f32(const Tensor& t, const char* op, const char* name) {
 std::mutex g_mu;
 Precision g_precision = Precision::kFloat32;
 
-// Per device: the library handles and the cuDNN workspace.
-struct DeviceContext {
-  cudnnHandle_t cudnn = nullptr;
-  cublasHandle_t cublas = nullptr;
-  void* workspace = nullptr;
-  size_t workspace_bytes = 0;
-  void* ensure_workspace(size_t bytes) {
-    if (bytes > workspace_bytes) {
-      if (workspace) ALEXNET_CUDA_CHECK(cudaFree(workspace));
-      workspace = nullptr;
-      ALEXNET_CUDA_CHECK(cudaMalloc(&workspace, bytes));
-      workspace_bytes = bytes;
+// Device memory grown to the largest request and then reused. Growing waits for `stream` (the only
+// user of the old block) before freeing it; after the first steps it never grows again.
+struct Arena {
+  void* data = nullptr;
+  size_t bytes = 0;
+  void* ensure(size_t need, CudaStream stream) {
+    if (need > bytes) {
+      if (data) {
+        ALEXNET_CUDA_CHECK(cudaStreamSynchronize(stream));
+        ALEXNET_CUDA_CHECK(cudaFree(data));
+      }
+      data = nullptr;
+      ALEXNET_CUDA_CHECK(cudaMalloc(&data, need));
+      bytes = need;
     }
-    return workspace;
+    return data;
   }
 };
 
-DeviceContext& context(int device) {
-  static std::map<int, std::unique_ptr<DeviceContext>> contexts;
+// Per (device, stream): library handles bound to the stream, the cuDNN workspace and the arena of the
+// bf16 copies of convolution operands. Two towers on one GPU use two streams, so they never share a
+// workspace or a handle while both run.
+struct StreamContext {
+  cudnnHandle_t cudnn = nullptr;
+  cublasHandle_t cublas = nullptr;
+  Arena workspace, low;
+};
+
+StreamContext& context(int device, CudaStream stream) {
+  static std::map<std::pair<int, CudaStream>, std::unique_ptr<StreamContext>> contexts;
   std::lock_guard<std::mutex> lock(g_mu);
-  auto& slot = contexts[device];
+  auto& slot = contexts[{device, stream}];
   if (!slot) {
-    slot = std::make_unique<DeviceContext>();
+    auto ctx = std::make_unique<StreamContext>();
     ALEXNET_CUDA_CHECK(cudaSetDevice(device));
-    CUDNN_OK(cudnnCreate(&slot->cudnn));
-    CUBLAS_OK(cublasCreate(&slot->cublas));
+    CUDNN_OK(cudnnCreate(&ctx->cudnn));
+    CUDNN_OK(cudnnSetStream(ctx->cudnn, stream));
+    CUBLAS_OK(cublasCreate(&ctx->cublas));
+    CUBLAS_OK(cublasSetStream(ctx->cublas, stream));
+    slot = std::move(ctx);
   }
   return *slot;
 }
 
 // ---- convolution ----
 
+// How a convolution computes: float32 (no tensor-core conversion), TF32 tensor cores, or bf16 operands
+// with float32 accumulation.
+enum class ConvMath { kF32, kTf32, kBf16 };
+
+ConvMath conv_math() {
+  switch (g_precision) {
+    case Precision::kFloat32: return ConvMath::kF32;
+    case Precision::kTf32: return ConvMath::kTf32;
+    case Precision::kBf16: return ConvMath::kBf16;
+  }
+  return ConvMath::kF32;
+}
+
 using ConvKey = std::tuple<int, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int, int, int, int>;
 
 struct ConvPlan {
-  cudnnTensorDescriptor_t x = nullptr, y = nullptr, bias = nullptr;
+  ConvMath math = ConvMath::kF32;
+  cudnnTensorDescriptor_t x = nullptr, y = nullptr;
   cudnnFilterDescriptor_t w = nullptr;
   cudnnConvolutionDescriptor_t conv = nullptr;
-  bool chosen_fwd = false, chosen_bwd = false;
+  bool chosen_fwd = false, chosen_filter = false, chosen_data = false;
+  bool unsupported = false;  // bf16: cuDNN offered no algorithm for a direction; the layer runs in TF32
   cudnnConvolutionFwdAlgo_t fwd{};
   cudnnConvolutionBwdDataAlgo_t bwd_data{};
   cudnnConvolutionBwdFilterAlgo_t bwd_filter{};
@@ -102,43 +142,86 @@ struct ConvPlan {
 // The largest workspace an algorithm search may use.
 constexpr size_t kSearchWorkspace = size_t{512} << 20;
 
-ConvPlan& conv_plan(const Tensor& x, const Tensor& w, const ConvParams& p) {
+ConvPlan& conv_plan(const Tensor& x, const Tensor& w, const ConvParams& p, ConvMath math) {
   static std::map<ConvKey, std::unique_ptr<ConvPlan>> plans;
   const int64_t N = x.dim(0), C = x.dim(1), H = x.dim(2), W = x.dim(3), K = w.dim(0), R = w.dim(2);
-  const ConvKey key{x.device().index, N, C, H, W, K, R, p.stride, p.pad, p.groups, static_cast<int>(g_precision)};
+  const ConvKey key{x.device().index, N, C, H, W, K, R, p.stride, p.pad, p.groups, static_cast<int>(math)};
   std::lock_guard<std::mutex> lock(g_mu);
   auto& slot = plans[key];
   if (slot) return *slot;
   auto plan = std::make_unique<ConvPlan>();
+  plan->math = math;
+  const cudnnDataType_t data = math == ConvMath::kBf16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT;
   const int64_t Ho = conv_out_size(H, R, p.stride, p.pad), Wo = conv_out_size(W, R, p.stride, p.pad);
   CUDNN_OK(cudnnCreateTensorDescriptor(&plan->x));
   CUDNN_OK(cudnnCreateTensorDescriptor(&plan->y));
-  CUDNN_OK(cudnnCreateTensorDescriptor(&plan->bias));
   CUDNN_OK(cudnnCreateFilterDescriptor(&plan->w));
   CUDNN_OK(cudnnCreateConvolutionDescriptor(&plan->conv));
-  CUDNN_OK(cudnnSetTensor4dDescriptor(plan->x, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, static_cast<int>(N),
-                                      static_cast<int>(C), static_cast<int>(H), static_cast<int>(W)));
-  CUDNN_OK(cudnnSetTensor4dDescriptor(plan->y, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, static_cast<int>(N),
-                                      static_cast<int>(K), static_cast<int>(Ho), static_cast<int>(Wo)));
-  CUDNN_OK(cudnnSetTensor4dDescriptor(plan->bias, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, 1, static_cast<int>(K), 1, 1));
-  CUDNN_OK(cudnnSetFilter4dDescriptor(plan->w, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, static_cast<int>(K),
+  CUDNN_OK(cudnnSetTensor4dDescriptor(plan->x, CUDNN_TENSOR_NCHW, data, static_cast<int>(N), static_cast<int>(C),
+                                      static_cast<int>(H), static_cast<int>(W)));
+  CUDNN_OK(cudnnSetTensor4dDescriptor(plan->y, CUDNN_TENSOR_NCHW, data, static_cast<int>(N), static_cast<int>(K),
+                                      static_cast<int>(Ho), static_cast<int>(Wo)));
+  CUDNN_OK(cudnnSetFilter4dDescriptor(plan->w, data, CUDNN_TENSOR_NCHW, static_cast<int>(K),
                                       static_cast<int>(w.dim(1)), static_cast<int>(R), static_cast<int>(w.dim(3))));
+  // Accumulation in float32 for every math.
   CUDNN_OK(cudnnSetConvolution2dDescriptor(plan->conv, p.pad, p.pad, p.stride, p.stride, 1, 1,
                                            CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
   CUDNN_OK(cudnnSetConvolutionGroupCount(plan->conv, p.groups));
-  // float32: no tensor-core conversion (TF32 off); tf32: tensor cores allowed.
-  CUDNN_OK(cudnnSetConvolutionMathType(plan->conv, g_precision == Precision::kFloat32 ? CUDNN_FMA_MATH
-                                                                                         : CUDNN_TENSOR_OP_MATH));
+  // float32: FMA only (TF32 off); tf32 and bf16: tensor cores.
+  CUDNN_OK(cudnnSetConvolutionMathType(plan->conv, math == ConvMath::kF32 ? CUDNN_FMA_MATH : CUDNN_TENSOR_OP_MATH));
   slot = std::move(plan);
   return *slot;
 }
 
-// The fastest deterministic algorithm of a cudnnFind... result list.
+// The fastest deterministic algorithm of a cudnnFind... result list (sorted fastest first), else the
+// fastest that works (then repeated runs may differ in the last bits), else null.
 template <class Perf>
-const Perf& pick(const Perf* perf, int count, const char* what) {
+const Perf* pick(const Perf* perf, int count) {
   for (int i = 0; i < count; ++i)
-    if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].determinism == CUDNN_DETERMINISTIC) return perf[i];
-  ALEXNET_FAIL("cuDNN offers no deterministic ", what, " algorithm for this convolution");
+    if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].determinism == CUDNN_DETERMINISTIC) return &perf[i];
+  for (int i = 0; i < count; ++i)
+    if (perf[i].status == CUDNN_STATUS_SUCCESS) return &perf[i];
+  return nullptr;
+}
+
+__global__ void to_bf16(const float* a, __nv_bfloat16* b, int64_t n) {
+  FOR_EACH(i, n) b[i] = __float2bfloat16_rn(a[i]);
+}
+
+__global__ void from_bf16(const __nv_bfloat16* a, float* b, int64_t n) {
+  FOR_EACH(i, n) b[i] = __bfloat162float(a[i]);
+}
+
+// y = bf16 result + bias (then ReLU), in float32.
+__global__ void add_bias_nchw_from_bf16(const __nv_bfloat16* yb, float* y, const float* b, int64_t total, int64_t K,
+                                        int64_t plane, bool relu) {
+  FOR_EACH(i, total) {
+    const float v = __bfloat162float(yb[i]) + b[(i / plane) % K];
+    y[i] = relu && v < 0.0f ? 0.0f : v;
+  }
+}
+
+// Carves bf16 buffers of the given element counts out of a stream's arena (256-byte aligned).
+template <size_t M>
+std::array<__nv_bfloat16*, M> carve(Arena& arena, CudaStream s, const std::array<int64_t, M>& counts) {
+  std::array<size_t, M> offsets{};
+  size_t total = 0;
+  for (size_t i = 0; i < M; ++i) {
+    offsets[i] = total;
+    total += (static_cast<size_t>(counts[i]) * sizeof(__nv_bfloat16) + 255) / 256 * 256;
+  }
+  char* base = static_cast<char*>(arena.ensure(total, s));
+  std::array<__nv_bfloat16*, M> out{};
+  for (size_t i = 0; i < M; ++i) out[i] = reinterpret_cast<__nv_bfloat16*>(base + offsets[i]);
+  return out;
+}
+
+void convert_to_bf16(const Tensor& t, __nv_bfloat16* out, CudaStream s) {
+  to_bf16<<<blocks_for(t.numel()), kThreads, 0, s>>>(t.data<float>(), out, t.numel());
+}
+
+void convert_from_bf16(const __nv_bfloat16* in, Tensor& t, CudaStream s) {
+  from_bf16<<<blocks_for(t.numel()), kThreads, 0, s>>>(in, t.data<float>(), t.numel());
 }
 
 __global__ void add_bias_nchw(float* y, const float* b, int64_t total, int64_t K, int64_t plane, bool relu) {
@@ -280,24 +363,159 @@ __global__ void column_sums(const float* dy, float* db, int64_t N, int64_t out) 
   }
 }
 
-cublasHandle_t blas(const Tensor& t, CudaStream s) {
-  DeviceContext& ctx = context(t.device().index);
-  CUBLAS_OK(cublasSetStream(ctx.cublas, s));
-  CUBLAS_OK(cublasSetMathMode(ctx.cublas, g_precision == Precision::kFloat32 ? CUBLAS_DEFAULT_MATH
-                                                                              : CUBLAS_TF32_TENSOR_OP_MATH));
-  return ctx.cublas;
+cublasComputeType_t gemm_compute() {
+  switch (g_precision) {
+    case Precision::kFloat32: return CUBLAS_COMPUTE_32F;  // no TF32: the default math mode keeps it off
+    case Precision::kTf32: return CUBLAS_COMPUTE_32F_FAST_TF32;
+    case Precision::kBf16: return CUBLAS_COMPUTE_32F_FAST_16BF;  // bf16 products, float32 sums and storage
+  }
+  return CUBLAS_COMPUTE_32F;
 }
 
-cudnnHandle_t dnn(const Tensor& t, CudaStream s) {
-  DeviceContext& ctx = context(t.device().index);
-  CUDNN_OK(cudnnSetStream(ctx.cudnn, s));
-  return ctx.cudnn;
+// Column-major C[m, n] = op(A) op(B) on float32 storage with the precision's compute type.
+void gemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int64_t m, int64_t n, int64_t k,
+          const float* A, int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc) {
+  const float one = 1.0f, zero = 0.0f;
+  CUBLAS_OK(cublasGemmEx(h, ta, tb, static_cast<int>(m), static_cast<int>(n), static_cast<int>(k), &one, A, CUDA_R_32F,
+                         static_cast<int>(lda), B, CUDA_R_32F, static_cast<int>(ldb), &zero, C, CUDA_R_32F,
+                         static_cast<int>(ldc), gemm_compute(), CUBLAS_GEMM_DEFAULT));
+}
+
+// The forward algorithm of a plan, searched once on the call's own buffers. False: cuDNN has none.
+bool choose_forward(ConvPlan& plan, StreamContext& ctx, CudaStream s, const void* x, const void* w, void* y) {
+  if (plan.chosen_fwd) return true;
+  cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
+  int count = 0;
+  void* ws = ctx.workspace.ensure(kSearchWorkspace, s);
+  CUDNN_OK(cudnnFindConvolutionForwardAlgorithmEx(ctx.cudnn, plan.x, x, plan.w, w, plan.conv, plan.y, y,
+                                                  CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &count, perf, ws,
+                                                  kSearchWorkspace));
+  const auto* best = pick(perf, count);
+  if (!best) return false;
+  plan.fwd = best->algo;
+  plan.fwd_ws = best->memory;
+  plan.chosen_fwd = true;
+  return true;
+}
+
+bool choose_backward(ConvPlan& plan, StreamContext& ctx, CudaStream s, const void* x, const void* w, const void* dy,
+                     void* dx, void* dw) {
+  void* ws = nullptr;
+  if (!plan.chosen_filter) {
+    ws = ctx.workspace.ensure(kSearchWorkspace, s);
+    cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
+    int count = 0;
+    CUDNN_OK(cudnnFindConvolutionBackwardFilterAlgorithmEx(ctx.cudnn, plan.x, x, plan.y, dy, plan.conv, plan.w, dw,
+                                                           CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &count, perf, ws,
+                                                           kSearchWorkspace));
+    const auto* best = pick(perf, count);
+    if (!best) return false;
+    plan.bwd_filter = best->algo;
+    plan.bwd_filter_ws = best->memory;
+    plan.chosen_filter = true;
+  }
+  if (dx && !plan.chosen_data) {
+    ws = ctx.workspace.ensure(kSearchWorkspace, s);
+    cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
+    int count = 0;
+    CUDNN_OK(cudnnFindConvolutionBackwardDataAlgorithmEx(ctx.cudnn, plan.w, w, plan.y, dy, plan.conv, plan.x, dx,
+                                                         CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &count, perf, ws,
+                                                         kSearchWorkspace));
+    const auto* best = pick(perf, count);
+    if (!best) return false;
+    plan.bwd_data = best->algo;
+    plan.bwd_data_ws = best->memory;
+    plan.chosen_data = true;
+  }
+  return true;
+}
+
+// The plan a convolution runs with: bf16 where cuDNN supports the shape, else TF32 (bf16 mode), or the
+// precision's own.
+ConvPlan& plan_for(const Tensor& x, const Tensor& w, const ConvParams& p) {
+  const ConvMath math = conv_math();
+  if (math == ConvMath::kBf16) {
+    ConvPlan& low = conv_plan(x, w, p, ConvMath::kBf16);
+    if (!low.unsupported) return low;
+    return conv_plan(x, w, p, ConvMath::kTf32);
+  }
+  return conv_plan(x, w, p, math);
+}
+
+void conv_forward_float(ConvPlan& plan, StreamContext& ctx, const Tensor& x, const Tensor& w, const Tensor& b,
+                        Tensor& y, bool post_relu, CudaStream s) {
+  ALEXNET_CHECK(choose_forward(plan, ctx, s, x.data<float>(), w.data<float>(), y.data<float>()),
+                "cuDNN offers no forward algorithm for the convolution ", x.describe(), " * ", w.describe());
+  const float one = 1.0f, zero = 0.0f;
+  void* ws = ctx.workspace.ensure(plan.fwd_ws, s);
+  CUDNN_OK(cudnnConvolutionForward(ctx.cudnn, &one, plan.x, x.data<float>(), plan.w, w.data<float>(), plan.conv,
+                                   plan.fwd, ws, plan.fwd_ws, &zero, plan.y, y.data<float>()));
+  add_bias_nchw<<<blocks_for(y.numel()), kThreads, 0, s>>>(y.data<float>(), b.data<float>(), y.numel(), y.dim(1),
+                                                           y.dim(2) * y.dim(3), post_relu);
+}
+
+// bf16 operands (converted from the float32 tensors into the stream's arena), float32 result. False:
+// cuDNN has no bf16 algorithm for this shape (the plan is marked and the caller runs TF32).
+bool conv_forward_bf16(ConvPlan& plan, StreamContext& ctx, const Tensor& x, const Tensor& w, const Tensor& b,
+                       Tensor& y, bool post_relu, CudaStream s) {
+  auto [xb, wb, yb] = carve<3>(ctx.low, s, {x.numel(), w.numel(), y.numel()});
+  convert_to_bf16(x, xb, s);
+  convert_to_bf16(w, wb, s);
+  if (!choose_forward(plan, ctx, s, xb, wb, yb)) {
+    plan.unsupported = true;
+    return false;
+  }
+  const float one = 1.0f, zero = 0.0f;
+  void* ws = ctx.workspace.ensure(plan.fwd_ws, s);
+  CUDNN_OK(cudnnConvolutionForward(ctx.cudnn, &one, plan.x, xb, plan.w, wb, plan.conv, plan.fwd, ws, plan.fwd_ws,
+                                   &zero, plan.y, yb));
+  add_bias_nchw_from_bf16<<<blocks_for(y.numel()), kThreads, 0, s>>>(yb, y.data<float>(), b.data<float>(), y.numel(),
+                                                                     y.dim(1), y.dim(2) * y.dim(3), post_relu);
+  return true;
+}
+
+void conv_backward_float(ConvPlan& plan, StreamContext& ctx, const Tensor& x, const Tensor& w, const Tensor& dy,
+                         Tensor* dx, Tensor& dw, CudaStream s) {
+  ALEXNET_CHECK(choose_backward(plan, ctx, s, x.data<float>(), w.data<float>(), dy.data<float>(),
+                                dx ? dx->data<float>() : nullptr, dw.data<float>()),
+                "cuDNN offers no backward algorithm for the convolution ", x.describe(), " * ", w.describe());
+  const float one = 1.0f, zero = 0.0f;
+  void* ws = ctx.workspace.ensure(std::max(plan.bwd_filter_ws, dx ? plan.bwd_data_ws : 0), s);
+  CUDNN_OK(cudnnConvolutionBackwardFilter(ctx.cudnn, &one, plan.x, x.data<float>(), plan.y, dy.data<float>(), plan.conv,
+                                          plan.bwd_filter, ws, plan.bwd_filter_ws, &zero, plan.w, dw.data<float>()));
+  if (dx)
+    CUDNN_OK(cudnnConvolutionBackwardData(ctx.cudnn, &one, plan.w, w.data<float>(), plan.y, dy.data<float>(), plan.conv,
+                                          plan.bwd_data, ws, plan.bwd_data_ws, &zero, plan.x, dx->data<float>()));
+}
+
+// As conv_forward_bf16: the gradients are computed from bf16 operands and widened to float32.
+bool conv_backward_bf16(ConvPlan& plan, StreamContext& ctx, const Tensor& x, const Tensor& w, const Tensor& dy,
+                        Tensor* dx, Tensor& dw, CudaStream s) {
+  auto [xb, wb, dyb, dwb, dxb] =
+      carve<5>(ctx.low, s, {x.numel(), w.numel(), dy.numel(), w.numel(), dx ? x.numel() : int64_t{0}});
+  convert_to_bf16(x, xb, s);
+  convert_to_bf16(w, wb, s);
+  convert_to_bf16(dy, dyb, s);
+  if (!choose_backward(plan, ctx, s, xb, wb, dyb, dx ? dxb : nullptr, dwb)) {
+    plan.unsupported = true;
+    return false;
+  }
+  const float one = 1.0f, zero = 0.0f;
+  void* ws = ctx.workspace.ensure(std::max(plan.bwd_filter_ws, dx ? plan.bwd_data_ws : 0), s);
+  CUDNN_OK(cudnnConvolutionBackwardFilter(ctx.cudnn, &one, plan.x, xb, plan.y, dyb, plan.conv, plan.bwd_filter, ws,
+                                          plan.bwd_filter_ws, &zero, plan.w, dwb));
+  convert_from_bf16(dwb, dw, s);
+  if (dx) {
+    CUDNN_OK(cudnnConvolutionBackwardData(ctx.cudnn, &one, plan.w, wb, plan.y, dyb, plan.conv, plan.bwd_data, ws,
+                                          plan.bwd_data_ws, &zero, plan.x, dxb));
+    convert_from_bf16(dxb, *dx, s);
+  }
+  return true;
 }
 
 }  // namespace
 
 void set_cuda_precision(Precision p) {
-  ALEXNET_CHECK(p != Precision::kBf16, "precision bf16 is not implemented on the CUDA backend yet");
   std::lock_guard<std::mutex> lock(g_mu);
   g_precision = p;
 }
@@ -305,28 +523,15 @@ void set_cuda_precision(Precision p) {
 void conv2d_forward_cuda(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y, const ConvParams& p,
                          bool post_relu, CudaStream s) {
   for (const Tensor* t : std::initializer_list<const Tensor*>{&x, &w, &b, &y}) check_f32(*t, "conv2d_forward", "an argument");
+  ALEXNET_ASSERT(x.ndim() == 4 && w.ndim() == 4 && y.ndim() == 4 && y.dim(1) == w.dim(0) && b.numel() == w.dim(0),
+                 "conv2d_forward: x ", x.describe(), " w ", w.describe(), " b ", b.describe(), " y ", y.describe());
   ALEXNET_CUDA_CHECK(cudaSetDevice(x.device().index));
-  ConvPlan& plan = conv_plan(x, w, p);
-  cudnnHandle_t h = dnn(x, s);
-  DeviceContext& ctx = context(x.device().index);
-  const float one = 1.0f, zero = 0.0f;
-  if (!plan.chosen_fwd) {
-    cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
-    int count = 0;
-    void* ws = ctx.ensure_workspace(kSearchWorkspace);
-    CUDNN_OK(cudnnFindConvolutionForwardAlgorithmEx(h, plan.x, x.data<float>(), plan.w, w.data<float>(), plan.conv,
-                                                    plan.y, y.data<float>(), CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &count,
-                                                    perf, ws, kSearchWorkspace));
-    const auto& best = pick(perf, count, "forward");
-    plan.fwd = best.algo;
-    plan.fwd_ws = best.memory;
-    plan.chosen_fwd = true;
+  StreamContext& ctx = context(x.device().index, s);
+  ConvPlan* plan = &plan_for(x, w, p);
+  if (plan->math == ConvMath::kBf16) {
+    if (!conv_forward_bf16(*plan, ctx, x, w, b, y, post_relu, s)) plan = &plan_for(x, w, p);
   }
-  void* ws = ctx.ensure_workspace(plan.fwd_ws);
-  CUDNN_OK(cudnnConvolutionForward(h, &one, plan.x, x.data<float>(), plan.w, w.data<float>(), plan.conv, plan.fwd, ws,
-                                   plan.fwd_ws, &zero, plan.y, y.data<float>()));
-  add_bias_nchw<<<blocks_for(y.numel()), kThreads, 0, s>>>(y.data<float>(), b.data<float>(), y.numel(), y.dim(1),
-                                                           y.dim(2) * y.dim(3), post_relu);
+  if (plan->math != ConvMath::kBf16) conv_forward_float(*plan, ctx, x, w, b, y, post_relu, s);
   launched("conv2d_forward");
 }
 
@@ -334,41 +539,20 @@ void conv2d_backward_cuda(const Tensor& x, const Tensor& w, const Tensor& dy, Te
                           const ConvParams& p, CudaStream s) {
   for (const Tensor* t : std::initializer_list<const Tensor*>{&x, &w, &dy, &dw, &db})
     check_f32(*t, "conv2d_backward", "an argument");
-  ALEXNET_CUDA_CHECK(cudaSetDevice(x.device().index));
-  ConvPlan& plan = conv_plan(x, w, p);
-  cudnnHandle_t h = dnn(x, s);
-  DeviceContext& ctx = context(x.device().index);
-  const float one = 1.0f, zero = 0.0f;
-  if (!plan.chosen_bwd) {
-    void* ws = ctx.ensure_workspace(kSearchWorkspace);
-    cudnnConvolutionBwdFilterAlgoPerf_t fperf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
-    int count = 0;
-    CUDNN_OK(cudnnFindConvolutionBackwardFilterAlgorithmEx(h, plan.x, x.data<float>(), plan.y, dy.data<float>(), plan.conv,
-                                                           plan.w, dw.data<float>(), CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT,
-                                                           &count, fperf, ws, kSearchWorkspace));
-    const auto& bf = pick(fperf, count, "backward-filter");
-    plan.bwd_filter = bf.algo;
-    plan.bwd_filter_ws = bf.memory;
-    if (dx) {
-      check_f32(*dx, "conv2d_backward", "dx");
-      cudnnConvolutionBwdDataAlgoPerf_t dperf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
-      CUDNN_OK(cudnnFindConvolutionBackwardDataAlgorithmEx(h, plan.w, w.data<float>(), plan.y, dy.data<float>(), plan.conv,
-                                                           plan.x, dx->data<float>(), CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT,
-                                                           &count, dperf, ws, kSearchWorkspace));
-      const auto& bd = pick(dperf, count, "backward-data");
-      plan.bwd_data = bd.algo;
-      plan.bwd_data_ws = bd.memory;
-    }
-    plan.chosen_bwd = true;
-  }
-  void* ws = ctx.ensure_workspace(std::max(plan.bwd_filter_ws, plan.bwd_data_ws));
-  CUDNN_OK(cudnnConvolutionBackwardFilter(h, &one, plan.x, x.data<float>(), plan.y, dy.data<float>(), plan.conv,
-                                          plan.bwd_filter, ws, plan.bwd_filter_ws, &zero, plan.w, dw.data<float>()));
   if (dx) {
+    check_f32(*dx, "conv2d_backward", "dx");
     ALEXNET_ASSERT(dx->shape() == x.shape(), "conv2d_backward: dx ", dx->describe(), " x ", x.describe());
-    CUDNN_OK(cudnnConvolutionBackwardData(h, &one, plan.w, w.data<float>(), plan.y, dy.data<float>(), plan.conv,
-                                          plan.bwd_data, ws, plan.bwd_data_ws, &zero, plan.x, dx->data<float>()));
   }
+  ALEXNET_ASSERT(dw.shape() == w.shape() && db.numel() == w.dim(0) && dy.ndim() == 4 && dy.dim(1) == w.dim(0),
+                 "conv2d_backward: w ", w.describe(), " dw ", dw.describe(), " db ", db.describe(), " dy ",
+                 dy.describe());
+  ALEXNET_CUDA_CHECK(cudaSetDevice(x.device().index));
+  StreamContext& ctx = context(x.device().index, s);
+  ConvPlan* plan = &plan_for(x, w, p);
+  if (plan->math == ConvMath::kBf16) {
+    if (!conv_backward_bf16(*plan, ctx, x, w, dy, dx, dw, s)) plan = &plan_for(x, w, p);
+  }
+  if (plan->math != ConvMath::kBf16) conv_backward_float(*plan, ctx, x, w, dy, dx, dw, s);
   bias_grad_nchw<<<static_cast<unsigned>(dy.dim(1)), kThreads, 0, s>>>(dy.data<float>(), db.data<float>(), dy.dim(0),
                                                                         dy.dim(1), dy.dim(2) * dy.dim(3));
   launched("conv2d_backward");
@@ -380,12 +564,10 @@ void linear_forward_cuda(const Tensor& x, const Tensor& w, const Tensor& b, Tens
   ALEXNET_ASSERT(w.dim(1) == In && y.dim(0) == N && y.dim(1) == Out && b.numel() == Out, "linear_forward: x ",
                  x.describe(), " w ", w.describe(), " y ", y.describe());
   ALEXNET_CUDA_CHECK(cudaSetDevice(x.device().index));
-  const float one = 1.0f, zero = 0.0f;
   // cuBLAS is column-major: a row-major [r, c] matrix is its column-major transpose, so y = x w^T
   // (row-major) is y^T = w x^T (column-major), with w^T read from w as [In, Out] and lda In.
-  CUBLAS_OK(cublasSgemm(blas(x, s), CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(Out), static_cast<int>(N),
-                        static_cast<int>(In), &one, w.data<float>(), static_cast<int>(In), x.data<float>(),
-                        static_cast<int>(In), &zero, y.data<float>(), static_cast<int>(Out)));
+  gemm(context(x.device().index, s).cublas, CUBLAS_OP_T, CUBLAS_OP_N, Out, N, In, w.data<float>(), In, x.data<float>(),
+       In, y.data<float>(), Out);
   add_bias_rows<<<blocks_for(y.numel()), kThreads, 0, s>>>(y.data<float>(), b.data<float>(), y.numel(), Out, post_relu);
   launched("linear_forward");
 }
@@ -395,19 +577,16 @@ void linear_backward_cuda(const Tensor& x, const Tensor& w, const Tensor& dy, Te
   for (const Tensor* t : std::initializer_list<const Tensor*>{&x, &w, &dy, &dw, &db})
     check_f32(*t, "linear_backward", "an argument");
   const int64_t N = x.dim(0), In = x.dim(1), Out = w.dim(0);
+  ALEXNET_ASSERT(w.dim(1) == In && dy.dim(0) == N && dy.dim(1) == Out && dw.shape() == w.shape() && db.numel() == Out,
+                 "linear_backward: x ", x.describe(), " w ", w.describe(), " dy ", dy.describe());
   ALEXNET_CUDA_CHECK(cudaSetDevice(x.device().index));
-  cublasHandle_t h = blas(x, s);
-  const float one = 1.0f, zero = 0.0f;
+  cublasHandle_t h = context(x.device().index, s).cublas;
   if (dx) {  // dx^T = w^T dy^T
     check_f32(*dx, "linear_backward", "dx");
-    CUBLAS_OK(cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_N, static_cast<int>(In), static_cast<int>(N), static_cast<int>(Out),
-                          &one, w.data<float>(), static_cast<int>(In), dy.data<float>(), static_cast<int>(Out), &zero,
-                          dx->data<float>(), static_cast<int>(In)));
+    gemm(h, CUBLAS_OP_N, CUBLAS_OP_N, In, N, Out, w.data<float>(), In, dy.data<float>(), Out, dx->data<float>(), In);
   }
   // dw^T = x^T dy  (column-major In x Out)
-  CUBLAS_OK(cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_T, static_cast<int>(In), static_cast<int>(Out), static_cast<int>(N),
-                        &one, x.data<float>(), static_cast<int>(In), dy.data<float>(), static_cast<int>(Out), &zero,
-                        dw.data<float>(), static_cast<int>(In)));
+  gemm(h, CUBLAS_OP_N, CUBLAS_OP_T, In, Out, N, x.data<float>(), In, dy.data<float>(), Out, dw.data<float>(), In);
   column_sums<<<blocks_for(Out), kThreads, 0, s>>>(dy.data<float>(), db.data<float>(), N, Out);
   launched("linear_backward");
 }

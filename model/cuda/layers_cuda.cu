@@ -4,6 +4,9 @@
 
 #include <cmath>
 #include <initializer_list>
+#include <map>
+#include <mutex>
+#include <utility>
 #include <vector>
 
 #include "core/cuda_check.h"
@@ -245,6 +248,27 @@ __global__ void sgd(float* w, const float* g, float* v, int64_t n, float mom, fl
   }
 }
 
+// ---- the input step (normalize_crop's arithmetic: (pixel - mean) + light, or pixel + (light - mean)) ----
+
+__global__ void normalize_image_mean(const uint8_t* crops, const int32_t* place, const float* light, const float* mean,
+                                     float* out, int64_t N, int64_t C, int64_t side) {
+  ALEXNET_FOR_EACH(i, N * 3 * C * C) {
+    const int64_t x = i % C, y = (i / C) % C, c = (i / (C * C)) % 3, n = i / (3 * C * C);
+    const int64_t cx = place[3 * n], cy = place[3 * n + 1];
+    const int64_t mx = place[3 * n + 2] ? C - 1 - x : x;
+    const float m = mean[(c * side + cy + y) * side + cx + mx];
+    out[i] = (static_cast<float>(crops[i]) - m) + light[3 * n + c];
+  }
+}
+
+__global__ void normalize_channel_mean(const uint8_t* crops, const float* light, const float* mean, float* out,
+                                       int64_t N, int64_t C) {
+  ALEXNET_FOR_EACH(i, N * 3 * C * C) {
+    const int64_t c = (i / (C * C)) % 3, n = i / (3 * C * C);
+    out[i] = static_cast<float>(crops[i]) + (light[3 * n + c] - mean[c]);
+  }
+}
+
 void set_device(const Tensor& t) { ALEXNET_CUDA_CHECK(cudaSetDevice(t.device().index)); }
 
 __global__ void add_columns(float* dst, int64_t dst_w, int64_t dst_col0, const float* src, int64_t width, int64_t N) {
@@ -252,12 +276,6 @@ __global__ void add_columns(float* dst, int64_t dst_w, int64_t dst_col0, const f
     const int64_t r = i / width, c = i % width;
     dst[r * dst_w + dst_col0 + c] += src[i];
   }
-}
-
-void sync_device_of(const Tensor& t) {
-  if (!t.device().is_cuda()) return;
-  ALEXNET_CUDA_CHECK(cudaSetDevice(t.device().index));
-  ALEXNET_CUDA_CHECK(cudaDeviceSynchronize());
 }
 
 }  // namespace
@@ -407,6 +425,38 @@ void dropout_backward_cuda(const Tensor& dy, const Tensor& mask, double p, Tenso
   launched("dropout_backward");
 }
 
+void normalize_crops_cuda(const Tensor& crops, const Tensor& placement, const Tensor& lighting, const Tensor& mean,
+                          Tensor& out, CudaStream s) {
+  ALEXNET_ASSERT(crops.device().is_cuda() && crops.dtype() == DType::kU8 && crops.ndim() == 4 && crops.dim(1) == 3 &&
+                     crops.dim(2) == crops.dim(3),
+                 "normalize_crops: crops ", crops.describe(), ", expected uint8 [N, 3, C, C] on a CUDA device");
+  const int64_t N = crops.dim(0), C = crops.dim(2);
+  ALEXNET_ASSERT(placement.dtype() == DType::kI32 && placement.shape() == (Shape{N, 3}) &&
+                     placement.device() == crops.device(),
+                 "normalize_crops: placement ", placement.describe());
+  check_f32(lighting, "normalize_crops", "lighting");
+  ALEXNET_ASSERT(lighting.shape() == (Shape{N, 3}) && lighting.device() == crops.device(), "normalize_crops: lighting ",
+                 lighting.describe());
+  check_f32(mean, "normalize_crops", "mean");
+  const bool image = mean.ndim() == 3;
+  ALEXNET_ASSERT(mean.device() == crops.device() &&
+                     (image ? mean.dim(0) == 3 && mean.dim(1) == mean.dim(2) && mean.dim(1) >= C
+                            : mean.shape() == Shape{3}),
+                 "normalize_crops: mean ", mean.describe());
+  check_f32(out, "normalize_crops", "out");
+  ALEXNET_ASSERT(out.shape() == crops.shape() && out.device() == crops.device(), "normalize_crops: out ",
+                 out.describe());
+  set_device(crops);
+  if (image)
+    normalize_image_mean<<<blocks_for(crops.numel()), kThreads, 0, s>>>(
+        crops.data<uint8_t>(), placement.data<int32_t>(), lighting.data<float>(), mean.data<float>(), out.data<float>(),
+        N, C, mean.dim(1));
+  else
+    normalize_channel_mean<<<blocks_for(crops.numel()), kThreads, 0, s>>>(
+        crops.data<uint8_t>(), lighting.data<float>(), mean.data<float>(), out.data<float>(), N, C);
+  launched("normalize_crops");
+}
+
 double softmax_xent_forward_cuda(const Tensor& logits, const Tensor& labels, Tensor& probs, Tensor& row_loss,
                                  CudaStream s) {
   check_f32(logits, "softmax_xent_forward", "logits");
@@ -458,30 +508,112 @@ void sgd_update_cuda(Tensor& w, const Tensor& g, Tensor& v, double lr, double mo
   launched("sgd_update");
 }
 
-void copy_columns_cuda(const Tensor& src, int64_t src_col0, Tensor& dst, int64_t dst_col0, int64_t width,
-                       bool accumulate, Tensor* staging) {
+namespace {
+
+std::mutex g_event_mu;
+// One reusable event per producer stream: a wait captures the event's state when it is issued, so the
+// event can be recorded again at once.
+std::map<std::pair<CudaStream, int>, cudaEvent_t> g_events;  // (stream, its device)
+
+cudaEvent_t marker_of(CudaStream producer, int device) {
+  std::lock_guard<std::mutex> lock(g_event_mu);
+  cudaEvent_t& e = g_events[{producer, device}];
+  if (!e) {
+    ALEXNET_CUDA_CHECK(cudaSetDevice(device));
+    ALEXNET_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+  }
+  return e;
+}
+
+}  // namespace
+
+CudaStream cuda_create_stream(int device) {
+  ALEXNET_CUDA_CHECK(cudaSetDevice(device));
+  cudaStream_t s = nullptr;
+  ALEXNET_CUDA_CHECK(cudaStreamCreate(&s));
+  return s;
+}
+
+void cuda_destroy_stream(int device, CudaStream s) {
+  if (!s) return;
+  cudaSetDevice(device);
+  cudaStreamSynchronize(s);
+  {
+    std::lock_guard<std::mutex> lock(g_event_mu);
+    auto it = g_events.find({s, device});
+    if (it != g_events.end()) {
+      cudaEventDestroy(it->second);
+      g_events.erase(it);
+    }
+  }
+  cudaStreamDestroy(s);
+}
+
+void cuda_stream_wait(CudaStream waiter, CudaStream producer, int producer_device) {
+  if (waiter == producer) return;
+  cudaEvent_t e = marker_of(producer, producer_device);
+  ALEXNET_CUDA_CHECK(cudaSetDevice(producer_device));
+  ALEXNET_CUDA_CHECK(cudaEventRecord(e, producer));
+  ALEXNET_CUDA_CHECK(cudaStreamWaitEvent(waiter, e, 0));
+}
+
+bool cuda_enable_peer_access(int a, int b) {
+  if (a == b) return true;
+  int ab = 0, ba = 0;
+  ALEXNET_CUDA_CHECK(cudaDeviceCanAccessPeer(&ab, a, b));
+  ALEXNET_CUDA_CHECK(cudaDeviceCanAccessPeer(&ba, b, a));
+  if (!ab || !ba) return false;
+  for (auto [from, to] : {std::pair<int, int>{a, b}, std::pair<int, int>{b, a}}) {
+    ALEXNET_CUDA_CHECK(cudaSetDevice(from));
+    const cudaError_t err = cudaDeviceEnablePeerAccess(to, 0);
+    if (err == cudaErrorPeerAccessAlreadyEnabled) {
+      cudaGetLastError();  // not an error here; clear it
+      continue;
+    }
+    ALEXNET_CUDA_CHECK(err);
+  }
+  return true;
+}
+
+void copy_columns_cuda(const Tensor& src, int64_t src_col0, CudaStream src_stream, Tensor& dst, int64_t dst_col0,
+                       CudaStream dst_stream, int64_t width, bool accumulate, Tensor* staging) {
   ALEXNET_ASSERT(src.dtype() == DType::kF32 && dst.dtype() == DType::kF32 && src.dim(0) == dst.dim(0),
                  "copy_columns: ", src.describe(), " -> ", dst.describe());
+  ALEXNET_ASSERT(src.device().is_cuda() || dst.device().is_cuda(), "copy_columns_cuda: both sides on the host");
   const int64_t N = src.dim(0), sw = src.numel() / N, dw = dst.numel() / N;
   ALEXNET_ASSERT(src_col0 + width <= sw && dst_col0 + width <= dw, "copy_columns: columns out of range");
-  sync_device_of(src);
-  sync_device_of(dst);
   const size_t row_bytes = static_cast<size_t>(width) * sizeof(float);
-  if (!accumulate) {
-    if (dst.device().is_cuda()) ALEXNET_CUDA_CHECK(cudaSetDevice(dst.device().index));
-    ALEXNET_CUDA_CHECK(cudaMemcpy2D(dst.data<float>() + dst_col0, dw * sizeof(float), src.data<float>() + src_col0,
-                                 sw * sizeof(float), row_bytes, N, cudaMemcpyDefault));
+  if (!dst.device().is_cuda()) {
+    // Device to host: on the producing stream, then the host waits for it.
+    ALEXNET_ASSERT(!accumulate, "copy_columns: accumulating into host memory");
+    ALEXNET_CUDA_CHECK(cudaSetDevice(src.device().index));
+    ALEXNET_CUDA_CHECK(cudaMemcpy2DAsync(dst.data<float>() + dst_col0, dw * sizeof(float), src.data<float>() + src_col0,
+                                         sw * sizeof(float), row_bytes, N, cudaMemcpyDefault, src_stream));
+    cuda_sync_check(src_stream, "copy_columns (device to host)");
     return;
   }
-  ALEXNET_ASSERT(dst.device().is_cuda() && staging && staging->device() == dst.device() &&
-                     staging->numel() == N * width && staging->dtype() == DType::kF32,
-                 "copy_columns: accumulating needs staging [N, width] on ", dst.device().str());
-  ALEXNET_CUDA_CHECK(cudaSetDevice(dst.device().index));
-  ALEXNET_CUDA_CHECK(cudaMemcpy2D(staging->data<float>(), row_bytes, src.data<float>() + src_col0, sw * sizeof(float),
-                               row_bytes, N, cudaMemcpyDefault));
-  add_columns<<<blocks_for(N * width), kThreads>>>(dst.data<float>(), dw, dst_col0, staging->data<float>(), width, N);
-  launched("copy_columns");
-  ALEXNET_CUDA_CHECK(cudaDeviceSynchronize());
+  const int dev = dst.device().index;
+  if (src.device().is_cuda()) cuda_stream_wait(dst_stream, src_stream, src.device().index);
+  ALEXNET_CUDA_CHECK(cudaSetDevice(dev));
+  float* into = dst.data<float>() + dst_col0;
+  size_t into_pitch = dw * sizeof(float);
+  if (accumulate) {
+    ALEXNET_ASSERT(staging && staging->device() == dst.device() && staging->numel() == N * width &&
+                       staging->dtype() == DType::kF32,
+                   "copy_columns: accumulating needs staging [N, width] on ", dst.device().str());
+    into = staging->data<float>();
+    into_pitch = row_bytes;
+  }
+  // Pageable host memory: the call returns once the source is staged, so the host may reuse it.
+  ALEXNET_CUDA_CHECK(cudaMemcpy2DAsync(into, into_pitch, src.data<float>() + src_col0, sw * sizeof(float), row_bytes, N,
+                                       cudaMemcpyDefault, dst_stream));
+  if (accumulate) {
+    add_columns<<<blocks_for(N * width), kThreads, 0, dst_stream>>>(dst.data<float>(), dw, dst_col0,
+                                                                    staging->data<float>(), width, N);
+    launched("copy_columns");
+  }
+  // The producer's later writes to src wait for this read.
+  if (src.device().is_cuda()) cuda_stream_wait(src_stream, dst_stream, dev);
 }
 
 void cuda_sync_device(int device, const char* what) {

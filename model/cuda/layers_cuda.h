@@ -55,12 +55,25 @@ void softmax_xent_backward_cuda(const Tensor& probs, const Tensor& labels, Tenso
 void sgd_update_cuda(Tensor& w, const Tensor& g, Tensor& v, double lr, double momentum, double weight_decay,
                      CudaStream stream);
 
+// ---- the input step ----
+
+// The network input from the wire's uint8 crops, on the device, bit for bit what normalize_crop
+// (data_service/augment.h) computes on the CPU: out = crop - mean + lighting, the mean image read where the
+// crop came from (mirrored with it), or the per-channel mean. crops: uint8 [N, 3, C, C]; placement: int32
+// [N, 3] (crop_x, crop_y, flip); lighting: float32 [N, 3]; mean: float32 [3, S, S] (the mean image) or [3]
+// (channel means, as float); out: float32 [N, 3, C, C]. All on one device. A crop outside the S x S image
+// is caught on the host by the caller (the client checks every placement), not here.
+void normalize_crops_cuda(const Tensor& crops, const Tensor& placement, const Tensor& lighting, const Tensor& mean,
+                          Tensor& out, CudaStream stream);
+
 // ---- library-backed layers (model/cuda/dense_cuda.cu) ----
 
-// float32 (default): TF32 off in cuDNN and cuBLAS; tf32: tensor cores allowed. bf16 is not available yet.
+// float32 (default): TF32 off in cuDNN and cuBLAS; tf32: TF32 tensor cores; bf16: the products of the
+// convolutions and FC layers in bf16 with float32 accumulation, everything else float32 (a convolution
+// shape cuDNN has no bf16 algorithm for runs in TF32). Process-wide; set it before the first step.
 void set_cuda_precision(Precision precision);
 
-// As conv2d_*_cpu (cuDNN; algorithms found once per shape, deterministic ones only).
+// As conv2d_*_cpu (cuDNN; algorithms found once per shape, deterministic ones first).
 void conv2d_forward_cuda(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y, const ConvParams& p,
                          bool post_relu, CudaStream stream);
 void conv2d_backward_cuda(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx, Tensor& dw, Tensor& db,
@@ -78,15 +91,30 @@ void batchnorm_backward_cuda(const Tensor& x, const Tensor& gamma, const Tensor&
                              const Tensor& saved_invstd, const Tensor& dy, Tensor& dx, Tensor& dgamma, Tensor& dbeta,
                              CudaStream stream);
 
-// ---- moving activations between the towers ----
+// ---- streams and moving activations between the towers ----
+
+// A new stream on CUDA device `device` for one tower's work. It is a blocking stream: work on the
+// device's legacy default stream (plain cudaMemcpy, cudaMemset, the tensor allocator's copies) waits for
+// it and it waits for that work, so host reads of its results through Tensor copies stay ordered.
+CudaStream cuda_create_stream(int device);
+void cuda_destroy_stream(int device, CudaStream stream);
+// `waiter` (a stream of any device, nullptr: the current device's legacy stream) waits on the device,
+// without a host synchronisation, for the work queued so far on `producer` (a stream of `producer_device`).
+void cuda_stream_wait(CudaStream waiter, CudaStream producer, int producer_device);
+// Lets devices a and b read each other's memory (both directions) when the hardware allows; returns
+// whether it does. Copies between them work either way (through the host when not).
+bool cuda_enable_peer_access(int a, int b);
 
 // Columns [dst_col0, dst_col0 + width) of every row of dst ([N, *]) become (accumulate ? themselves : 0)
 // + columns [src_col0, src_col0 + width) of src ([N, *]). float32; src and dst may live on any CUDA device
-// or the host (at least one on a device). The devices involved are synchronised first and the call
-// returns when the result is in place (correct before fast: the step's streams come later).
-// staging: float32 [N, width] on dst's device, needed when accumulating.
-void copy_columns_cuda(const Tensor& src, int64_t src_col0, Tensor& dst, int64_t dst_col0, int64_t width,
-                       bool accumulate, Tensor* staging);
+// or the host (at least one on a device); src_stream / dst_stream are the streams that produce src and
+// consume dst (ignored for a host side). Device to device: the copy runs on dst_stream after the work
+// queued on src_stream (peer to peer when enabled), and src_stream's later work waits for the copy, so
+// neither side synchronises the host. Device to host: returns when the host data is in place.
+// Host to device: returns once the host data has been read. staging: float32 [N, width] on dst's device,
+// needed when accumulating.
+void copy_columns_cuda(const Tensor& src, int64_t src_col0, CudaStream src_stream, Tensor& dst, int64_t dst_col0,
+                       CudaStream dst_stream, int64_t width, bool accumulate, Tensor* staging);
 
 // Waits for everything queued on CUDA device `device` (cudaDeviceSynchronize) and throws on an error.
 void cuda_sync_device(int device, const char* what);

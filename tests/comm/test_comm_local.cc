@@ -1,12 +1,16 @@
 // Communicator and bucket tests that need no MPI job: LocalCommunicator, bucket planning, contiguity,
-// and GradBuckets over a size-1 communicator.
+// GradBuckets over a size-1 communicator, and the GPU placement rules (tower GPUs, NCCL's one GPU per rank).
 #include <gtest/gtest.h>
 
+#include <array>
+#include <functional>
 #include <numeric>
+#include <string>
 #include <vector>
 
 #include "comm/communicator.h"
 #include "comm/grad_buckets.h"
+#include "comm/placement.h"
 #include "core/config.h"
 #include "core/error.h"
 
@@ -176,6 +180,57 @@ TEST(GradBuckets, ConfigKey) {
   EXPECT_EQ(default_config().parallel.bucket_mb, 25.0);
   EXPECT_EQ(default_config({"parallel.bucket_mb=4"}).parallel.bucket_mb, 4.0);
   EXPECT_THROW(default_config({"parallel.bucket_mb=-1"}), Error);
+}
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(Placement, TwoGpusPerRankPutTowerTOnGpu2rPlusT) {
+  // Four workers on a node of eight GPUs: the paper's two GPUs per network copy.
+  for (int r = 0; r < 4; ++r) {
+    const std::array<int, 2> g = tower_gpus(r, 4, 2, 8);
+    EXPECT_EQ(g[0], 2 * r);
+    EXPECT_EQ(g[1], 2 * r + 1);
+  }
+  // More GPUs than needed: the first ones are used.
+  EXPECT_EQ(tower_gpus(0, 1, 2, 8), (std::array<int, 2>{0, 1}));
+}
+
+TEST(Placement, OneGpuPerRankPutsBothTowersOnGpuR) {
+  for (int r = 0; r < 8; ++r) EXPECT_EQ(tower_gpus(r, 8, 1, 8), (std::array<int, 2>{r, r}));
+}
+
+TEST(Placement, TooFewGpusNamesTheKeyAndTheCounts) {
+  const std::string e = error_of([] { tower_gpus(0, 4, 2, 4); });
+  EXPECT_NE(e.find("parallel.devices_per_rank"), std::string::npos) << e;
+  EXPECT_NE(e.find("4 worker rank(s) on this node x 2 GPU(s) each need 8 GPUs; 4 visible"), std::string::npos) << e;
+  EXPECT_NE(e.find("or devices_per_rank 1"), std::string::npos) << e;
+  const std::string one = error_of([] { tower_gpus(1, 3, 1, 2); });
+  EXPECT_NE(one.find("need 3 GPUs; 2 visible"), std::string::npos) << one;
+  EXPECT_EQ(one.find("or devices_per_rank 1"), std::string::npos) << one;  // already 1
+  const std::string bad = error_of([] { tower_gpus(0, 1, 3, 8); });
+  EXPECT_NE(bad.find("'parallel.devices_per_rank': 3 (expected 1 or 2)"), std::string::npos) << bad;
+}
+
+TEST(Placement, SharedGpuIsNamedWithBothRanks) {
+  // (host, gpu) per rank: two hosts with GPUs 0 and 1 each.
+  EXPECT_EQ(shared_gpu_conflict({7, 0, 7, 1, 9, 0, 9, 1}), "");
+  EXPECT_EQ(shared_gpu_conflict({7, 0}), "");
+  EXPECT_EQ(shared_gpu_conflict({}), "");
+  // Ranks 1 and 3 both on host 7's GPU 1.
+  const std::string m = shared_gpu_conflict({7, 0, 7, 1, 9, 1, 7, 1});
+  EXPECT_NE(m.find("ranks 1 and 3 of the gradient communicator both use GPU 1 of one host"), std::string::npos) << m;
+  EXPECT_NE(m.find("parallel.devices_per_rank 1"), std::string::npos) << m;
+  // The same GPU index on different hosts is fine; the first conflicting pair is named.
+  EXPECT_EQ(shared_gpu_conflict({1, 0, 2, 0, 3, 0}), "");
+  const std::string first = shared_gpu_conflict({5, 2, 5, 2, 5, 2});
+  EXPECT_NE(first.find("ranks 0 and 1 "), std::string::npos) << first;
 }
 
 }  // namespace

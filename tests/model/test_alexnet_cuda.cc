@@ -6,9 +6,12 @@
 
 #include <chrono>
 #include <cmath>
+#include <string>
+#include <vector>
 
 #include "core/device.h"
 #include "model/alexnet.h"
+#include "model/cuda/layers_cuda.h"
 #include "tests/common/gradcheck.h"
 
 namespace alexnet {
@@ -84,6 +87,54 @@ INSTANTIATE_TEST_SUITE_P(Norms, AlexNetCuda,
                                            Case{"batchnorm_relu", NormKind::kBatchNorm, Activation::kRelu},
                                            Case{"none_tanh", NormKind::kNone, Activation::kTanh}),
                          [](const auto& info) { return std::string(info.param.name); });
+
+// parallel.precision tf32 and bf16: the same graph stays within the rounding of the lower-precision
+// products (bf16 keeps 8 significant bits, TF32 11), with float32 master weights, on one and two GPUs.
+TEST(AlexNetCudaPrecision, Tf32AndBf16StayCloseToTheCpu) {
+  const int gpus = cuda_device_count();
+  if (gpus == 0) GTEST_SKIP() << "no CUDA device: " << device_summary();
+  ModelConfig cfg;
+  cfg.num_classes = 10;
+  cfg.input_size = 99;
+  const uint64_t seed = static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
+  std::printf("seed %llu\n", static_cast<unsigned long long>(seed));
+  const int64_t n = 8;
+  Tensor images = testing::random_tensor({n, 3, 99, 99}, seed, -100, 100).to(DType::kF32);
+  std::vector<int64_t> lab(n);
+  for (int64_t i = 0; i < n; ++i) lab[i] = (static_cast<int64_t>(seed % 5) + 3 * i) % 10;
+  Tensor labels = Tensor::from_vector<int64_t>({n}, lab);
+  struct Tolerance {
+    Precision precision;
+    double logits, grads, weights;
+  };
+  std::vector<std::array<Device, kTowers>> placements = {{Device::cuda(0), Device::cuda(0)}};
+  if (gpus >= 2) placements.push_back({Device::cuda(0), Device::cuda(1)});
+  for (const Tolerance tol : {Tolerance{Precision::kTf32, 1e-2, 5e-2, 1e-3}, Tolerance{Precision::kBf16, 5e-2, 0.15, 5e-3}}) {
+    for (const auto& devices : placements) {
+      const std::string where = std::string(enum_name(tol.precision)) + " " + devices[0].str() + " + " + devices[1].str();
+      set_cuda_precision(tol.precision);
+      AlexNet cpu(cfg), gpu(cfg, devices);
+      cpu.init_scaled(seed % 1000);
+      gpu.init_scaled(seed % 1000);
+      PassOptions opt;
+      opt.dropout = false;
+      for (int step = 0; step < 2; ++step) {
+        Tensor lc, lg;
+        const double loss_c = cpu.train_pass(images, labels, opt, &lc);
+        const double loss_g = gpu.train_pass(images, labels, opt, &lg);
+        EXPECT_NEAR(loss_g, loss_c, tol.logits * std::max(1.0, std::fabs(loss_c))) << where;
+        EXPECT_LE(rel_diff(lg, lc), tol.logits) << where << " logits";
+        const auto gc = cpu.gradients(), gg = gpu.gradients();
+        for (const auto& [name, g] : gc) EXPECT_LE(rel_diff(gg.at(name), g), tol.grads) << where << " " << name;
+        cpu.sgd_step(0.001, 0.9, 0.0005);
+        gpu.sgd_step(0.001, 0.9, 0.0005);
+      }
+      const auto sc = cpu.state(), sg = gpu.state();
+      for (const auto& [name, t] : sc) EXPECT_LE(rel_diff(sg.at(name), t), tol.weights) << where << " " << name;
+    }
+  }
+  set_cuda_precision(Precision::kFloat32);
+}
 
 }  // namespace
 }  // namespace alexnet

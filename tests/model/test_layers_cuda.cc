@@ -12,6 +12,7 @@
 #include "core/config.h"
 #include "core/device.h"
 #include "core/rng.h"
+#include "data_service/augment.h"
 #include "model/cuda/layers_cuda.h"
 #include "model/layers.h"
 #include "tests/common/gradcheck.h"
@@ -283,6 +284,51 @@ TEST_F(CudaLayers, BatchNormTrainingAndEval) {
     EXPECT_LE(max_rel(gdg, dg), 1e-5) << what;
     EXPECT_LE(max_rel(gdb, db), 1e-5) << what;
     EXPECT_LE(max_rel(gye, ye), 1e-5) << what;
+  }
+}
+
+// The input step on the device is normalize_crop bit for bit: mean image (mirrored with the crop) and
+// channel means, random placements, flips and lighting.
+TEST_F(CudaLayers, NormalizeCropsAreTheCpus) {
+  const int64_t n = 5, crop = 31, side = 40;
+  std::vector<uint8_t> pixels(static_cast<size_t>(n * 3 * crop * crop));
+  const CounterRng pix(make_key(seed_, RngPurpose::kLighting), 1);
+  for (size_t i = 0; i < pixels.size(); ++i) pixels[i] = static_cast<uint8_t>(pix.bits(i) & 0xff);
+  Tensor crops = Tensor::from_vector<uint8_t>({n, 3, crop, crop}, pixels);
+  ImageStats stats;
+  stats.side = static_cast<int>(side);
+  Tensor mimg = host({3, side, side}, 0, 255);
+  stats.mean_image.assign(mimg.data<float>(), mimg.data<float>() + mimg.numel());
+  stats.channel_mean = {123.675, 116.28, 103.53};
+  std::vector<int32_t> place;
+  std::vector<float> light;
+  std::vector<SampleAugment> aug(n);
+  const CounterRng rng(make_key(seed_, RngPurpose::kCrop), 0);
+  for (int64_t i = 0; i < n; ++i) {
+    const Philox4 b = rng.block(static_cast<uint64_t>(i));
+    aug[i].crop_x = static_cast<int32_t>(b.v[0] % (side - crop + 1));
+    aug[i].crop_y = static_cast<int32_t>(b.v[1] % (side - crop + 1));
+    aug[i].flip = (b.v[2] & 1) != 0;
+    for (int c = 0; c < 3; ++c) aug[i].lighting[c] = static_cast<float>(static_cast<int32_t>(b.v[3] >> (8 * c) & 0xff) - 128) / 7.0f;
+    place.insert(place.end(), {aug[i].crop_x, aug[i].crop_y, aug[i].flip ? 1 : 0});
+    light.insert(light.end(), aug[i].lighting.begin(), aug[i].lighting.end());
+  }
+  Tensor dplace = gpu(Tensor::from_vector<int32_t>({n, 3}, place));
+  Tensor dlight = gpu(Tensor::from_vector<float>({n, 3}, light));
+  std::vector<float> cmean{static_cast<float>(stats.channel_mean[0]), static_cast<float>(stats.channel_mean[1]),
+                           static_cast<float>(stats.channel_mean[2])};
+  for (const bool use_image : {true, false}) {
+    Tensor expect = Tensor::empty({n, 3, crop, crop}, DType::kF32);
+    for (int64_t i = 0; i < n; ++i)
+      normalize_crop(crops.data<uint8_t>() + i * 3 * crop * crop, static_cast<int>(crop), aug[i], stats, use_image,
+                     expect.data<float>() + i * 3 * crop * crop);
+    Tensor out = poisoned({n, 3, crop, crop});
+    Tensor mean = use_image ? gpu(mimg) : gpu(Tensor::from_vector<float>({3}, cmean));
+    normalize_crops_cuda(gpu(crops), dplace, dlight, mean, out, nullptr);
+    cuda_sync_check(nullptr, "normalize_crops");
+    Tensor got = out.clone(Device::cpu());
+    EXPECT_EQ(std::memcmp(got.data<float>(), expect.data<float>(), expect.nbytes()), 0)
+        << (use_image ? "mean image" : "channel means") << ": max rel diff " << max_rel(out, expect);
   }
 }
 
