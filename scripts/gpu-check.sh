@@ -3,8 +3,9 @@
 # pip-packaged cuDNN, cuBLAS and NCCL) but no package registry and none of our Debian libraries.
 #
 #   scripts/gpu-check.sh bundle   here (Debian 12, no GPU needed): builds with CUDA, then packs every
-#                                 executable that ctest runs under the label `gpu`, with the shared libraries
-#                                 they load that a stock CUDA machine lacks (yaml-cpp, oneDNN, ...), into
+#                                 executable that ctest runs under the label `gpu`, alexnet-tool (for the
+#                                 --device cuda test) and bench_train, with the shared libraries they load
+#                                 that a stock CUDA machine lacks (yaml-cpp, oneDNN, HDF5, ...), into
 #                                 .gpu-bundle/bundle.tar.xz
 #   scripts/gpu-check.sh run      there, from the repository root with .gpu-bundle copied along: unpacks,
 #                                 points the loader at the bundle and at PyTorch's CUDA libraries, runs
@@ -37,9 +38,9 @@ import json, sys
 print("\n".join(sorted({t["command"][0] for t in json.load(sys.stdin)["tests"] if t.get("command")})))')
     [ ${#exes[@]} -gt 0 ] || { echo "gpu-check: ctest lists no gpu test" >&2; exit 1; }
     rm -rf "$bundle_dir" && mkdir -p "$bundle_dir/pack/bin" "$bundle_dir/pack/bench" "$bundle_dir/pack/lib"
-    cp build/bin/bench_train "$bundle_dir/pack/bench/"
-    for exe in "${exes[@]}" build/bin/bench_train; do
-      [ "$exe" = build/bin/bench_train ] || cp "$exe" "$bundle_dir/pack/bin/"
+    cp build/bin/bench_train build/bin/alexnet-tool "$bundle_dir/pack/bench/"
+    for exe in "${exes[@]}" build/bin/bench_train build/bin/alexnet-tool; do
+      case "$exe" in build/bin/bench_train|build/bin/alexnet-tool) ;; *) cp "$exe" "$bundle_dir/pack/bin/" ;; esac
       while read -r lib; do
         if [ -n "$lib" ] && ! skip_lib "$lib"; then cp -L "$lib" "$bundle_dir/pack/lib/"; fi
       done < <(ldd "$exe" | awk '$3 ~ /^\// {print $3}')
@@ -68,6 +69,7 @@ print(":".join(sorted({d for r in roots for d in glob.glob(os.path.join(r, "*", 
 PY
 )
     export LD_LIBRARY_PATH="$work/pack/lib:${torch_libs}:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
+    export ALEXNET_TOOL="$work/pack/bench/alexnet-tool"  # tests/tools/test_tool_cuda.cc
     echo "gpu-check: bundle of commit $(cat "$work/pack/commit")"
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || echo "gpu-check: nvidia-smi not available"
     status=0
@@ -98,16 +100,14 @@ PY
         for batch in 128 256; do
           ours=n/a
           tflops=n/a
-          if [ "$precision" != bf16 ]; then
-            if "$work/pack/bench/bench_train" --device cuda --batch "$batch" --iters 20 --no-sgemm \
-                 --set "parallel.precision=$precision" >"$out/bench_${precision}_$batch.log" 2>&1; then
-              ours=$(awk '/^ours_img_per_s/ {print $2}' "$out/bench_${precision}_$batch.log")
-              tflops=$(awk '/^ours_gflops/ {printf "%.1f", $2 / 1000}' "$out/bench_${precision}_$batch.log")
-            else
-              ours=failed
-              status=1
-              tail -5 "$out/bench_${precision}_$batch.log"
-            fi
+          if "$work/pack/bench/bench_train" --device cuda --batch "$batch" --iters 20 --no-sgemm \
+               --set "parallel.precision=$precision" >"$out/bench_${precision}_$batch.log" 2>&1; then
+            ours=$(awk '/^ours_img_per_s/ {print $2}' "$out/bench_${precision}_$batch.log")
+            tflops=$(awk '/^ours_gflops/ {printf "%.1f", $2 / 1000}' "$out/bench_${precision}_$batch.log")
+          else
+            ours=failed
+            status=1
+            tail -5 "$out/bench_${precision}_$batch.log"
           fi
           torch=$(python3 bench/torch_alexnet_bench.py --device cuda --precision "$precision" --batch "$batch" \
                     --iters 20 --warmup 5 2>"$out/torch_${precision}_$batch.log" | awk '/^torch_img_per_s/ {print $2}') || torch=""

@@ -1,6 +1,7 @@
 // alexnet-tool: one executable for the offline commands. This file holds the model commands (init,
 // inspect, grad, step, random-batch, norm-examples, config-reference) and main(); tools/cmd_*.cc add
 // more. `grad` and `step` are the fixed reference I/O of shared/ARCHITECTURE.md.
+#include <array>
 #include <cmath>
 #include <cstdio>
 #include <functional>
@@ -17,8 +18,12 @@
 #include "core/error.h"
 #include "core/rng.h"
 #include "core/threads.h"
+#include "core/device.h"
 #include "model/alexnet.h"
 #include "model/norm_examples.h"
+#if ALEXNET_WITH_CUDA
+#include "model/cuda/layers_cuda.h"
+#endif
 #include "tools/tool_command.h"
 
 namespace alexnet {
@@ -39,13 +44,26 @@ void model_options(ArgParser& args) {
   args.option("--set", "dotted.key=value applied to the checkpoint's config (e.g. train.weight_decay=0)", true);
 }
 
-void apply_model_options(const ArgParser& args, const Config& cfg) {
+// Where the model's towers run for --device: both on the CPU, or on CUDA GPUs 0 and 1 (the config's
+// parallel.devices_per_rank 2 with two GPUs visible) or both on GPU 0, with parallel.precision.
+std::array<Device, kTowers> apply_model_options(const ArgParser& args, const Config& cfg) {
   const std::string device = args.get_or("--device", "cpu");
   ALEXNET_CHECK(device == "cpu" || device == "cuda", kProgram, ": --device must be cpu or cuda, got '",
                 device, "'");
-  ALEXNET_CHECK(device == "cpu", kProgram, ": --device cuda: this build runs the model on the CPU "
-                "backend only (the CUDA model backend is not compiled in)");
   set_cpu_threads(static_cast<int>(args.get_int_or("--threads", cfg.parallel.threads)));
+  if (device == "cpu") return {Device::cpu(), Device::cpu()};
+#if ALEXNET_WITH_CUDA
+  const int gpus = cuda_device_count();
+  ALEXNET_CHECK(gpus > 0, kProgram, ": --device cuda, but this process sees no CUDA device (", device_summary(), ")");
+  set_cuda_precision(cfg.parallel.precision);
+  const bool two = cfg.parallel.devices_per_rank == 2 && gpus >= 2;
+  std::cerr << kProgram << ": towers on " << (two ? "cuda:0 and cuda:1" : "cuda:0 (both)") << ", precision "
+            << enum_name(cfg.parallel.precision) << "\n";
+  return {Device::cuda(0), Device::cuda(two ? 1 : 0)};
+#else
+  ALEXNET_FAIL(kProgram, ": --device cuda: this build has no CUDA backend (the CUDA toolkit, cuDNN or NCCL was not "
+               "found when it was configured)");
+#endif
 }
 
 // The config stored in a checkpoint (a /config with only a model: section is valid).
@@ -144,6 +162,7 @@ int cmd_inspect(int argc, char** argv) {
 struct Loaded {
   Config cfg;
   CheckpointData ck;
+  std::array<Device, kTowers> devices{Device::cpu(), Device::cpu()};
 };
 
 Loaded load_for_model(const ArgParser& args) {
@@ -151,7 +170,7 @@ Loaded load_for_model(const ArgParser& args) {
   const std::string path = args.get("--checkpoint");
   l.ck = read_checkpoint(path);
   l.cfg = checkpoint_config(l.ck, path, args.get_all("--set"));
-  apply_model_options(args, l.cfg);
+  l.devices = apply_model_options(args, l.cfg);
   return l;
 }
 
@@ -165,7 +184,7 @@ int cmd_grad(int argc, char** argv) {
   if (!args.parse(argc, argv, 2)) return 0;
   Loaded l = load_for_model(args);
   Batch b = read_batch(args.get("--batch"));
-  AlexNet net(l.cfg.model);
+  AlexNet net(l.cfg.model, l.devices);
   net.load_state(l.ck.model, args.get("--checkpoint"));
   Tensor logits;
   PassOptions opt;
@@ -195,7 +214,7 @@ int cmd_step(int argc, char** argv) {
   const double lr = args.get_double("--lr");
   ALEXNET_CHECK(std::isfinite(lr) && lr >= 0, kProgram, " step: --lr must be a finite number >= 0, got ", lr);
   Batch b = read_batch(args.get("--batch"));
-  AlexNet net(l.cfg.model);
+  AlexNet net(l.cfg.model, l.devices);
   const std::string path = args.get("--checkpoint");
   net.load_state(l.ck.model, path);
   net.load_momentum(l.ck.momentum, path);
