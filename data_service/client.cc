@@ -153,6 +153,17 @@ Tensor DataClient::normalise(const uint8_t* msg, int count, const std::vector<Sa
   return images;
 }
 
+Tensor DataClient::input_mean() const {
+  if (!use_mean_image_) {
+    const auto& m = info_.stats.channel_mean;
+    return Tensor::from_vector<float>({3}, {static_cast<float>(m[0]), static_cast<float>(m[1]), static_cast<float>(m[2])});
+  }
+  const int side = info_.stats.side;
+  ALEXNET_CHECK(info_.stats.mean_image.size() == static_cast<size_t>(3) * side * side, "mean image holds ",
+                info_.stats.mean_image.size(), " values, expected 3 x ", side, " x ", side);
+  return Tensor::from_vector<float>({3, side, side}, info_.stats.mean_image);
+}
+
 TrainBatch DataClient::next_train_batch(int64_t epoch, int64_t step) {
   ALEXNET_CHECK(epoch >= 0 && step >= 0 && step < info_.steps_per_epoch, "training batch (epoch ", epoch, ", step ",
                 step, ") out of range: ", info_.steps_per_epoch, " steps per epoch");
@@ -179,7 +190,7 @@ TrainBatch DataClient::next_train_batch(int64_t epoch, int64_t step) {
     labels[i] = rec[i].label;
     out.augment[i] = wire::record_augment(rec[i]);
   }
-  out.images = normalise(m.bytes.data(), n, out.augment);
+  if (host_normalise_) out.images = normalise(m.bytes.data(), n, out.augment);
   const int crop = info_.crop;
   out.crops = Tensor::empty({n, 3, crop, crop}, DType::kU8);
   std::memcpy(out.crops.raw_data(), wire::batch_pixels(m.bytes.data(), n, crop, 0), out.crops.nbytes());
@@ -211,7 +222,7 @@ EvalData DataClient::eval_batch(int64_t index) {
     labels[j] = rec[j * views].label;
     out.mask[j] = rec[j * views].mask;
   }
-  out.images = normalise(m.bytes.data(), count, out.augment);
+  if (host_normalise_) out.images = normalise(m.bytes.data(), count, out.augment);
   const int crop = info_.crop;
   out.crops = Tensor::empty({count, 3, crop, crop}, DType::kU8);
   std::memcpy(out.crops.raw_data(), wire::batch_pixels(m.bytes.data(), count, crop, 0), out.crops.nbytes());

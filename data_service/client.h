@@ -32,7 +32,8 @@ struct DataInfo {
 
 struct TrainBatch {
   int64_t epoch = 0, step = 0;
-  Tensor images;                       // [N, 3, crop, crop] float32, normalised (mean subtracted, lighting added)
+  Tensor images;                       // [N, 3, crop, crop] float32, normalised (mean subtracted, lighting added);
+                                       // undefined when host normalisation is off (set_host_normalisation)
   Tensor labels;                       // [N] int64
   std::vector<int64_t> samples;        // [N] global training-set indices
   std::vector<SampleAugment> augment;  // [N]
@@ -43,6 +44,7 @@ struct EvalData {
   int64_t index = 0;
   int views = 1;
   Tensor images;                       // [N * views, 3, crop, crop] float32; image j's views are rows j*views..
+                                       // (undefined when host normalisation is off)
   Tensor labels;                       // [N] int64
   std::vector<int64_t> samples;        // [N] validation-set indices
   std::vector<uint8_t> mask;           // [N] 1: counts, 0: padding
@@ -68,6 +70,13 @@ class DataClient {
   // Tells the service this worker is done (after draining the request in flight). Call once at the end.
   void shutdown();
 
+  // On (the default): batches carry the normalised float images. Off: only the uint8 crops and their
+  // augmentation, for a model that normalises on its GPUs (AlexNet::CropBatch, normalize_crops_cuda).
+  void set_host_normalisation(bool on) { host_normalise_ = on; }
+  // What normalisation subtracts, as float32 on the host: the mean image [3, side, side] (data.mean:
+  // image) or the channel means [3] (data.mean: channel), as normalize_crop uses them.
+  Tensor input_mean() const;
+
  private:
   struct Message {
     wire::RequestKind kind = wire::RequestKind::kTrain;
@@ -86,6 +95,7 @@ class DataClient {
   std::string service_name_;
   double timeout_s_ = 0;
   bool use_mean_image_ = true;
+  bool host_normalise_ = true;
   DataInfo info_;
   std::optional<Message> pending_;  // the request in flight
   std::optional<Message> stash_;    // a training batch received while the caller turned to evaluation

@@ -31,6 +31,15 @@ void take_columns(const Tensor& src, ops::Stream src_stream, int64_t col0, Tenso
   ops::copy_columns(src, col0, src_stream, dst, 0, dst_stream, dst.numel() / dst.dim(0), accumulate, staging);
 }
 
+void check_labels(const Tensor& labels, int64_t n, int64_t classes) {
+  ALEXNET_CHECK(labels.dtype() == DType::kI64 && labels.ndim() == 1 && labels.dim(0) == n, "labels must be int64 [",
+                n, "], got ", labels.describe());
+  const int64_t* l = labels.data<int64_t>();
+  for (int64_t i = 0; i < labels.numel(); ++i)
+    ALEXNET_CHECK(l[i] >= 0 && l[i] < classes, "label ", l[i], " of sample ", i, " is outside [0, ", classes,
+                  ") (model.num_classes)");
+}
+
 }  // namespace
 
 TowerStream::TowerStream(Device device) : device_(device), stream_(ops::create_stream(device)) {}
@@ -295,19 +304,47 @@ void AlexNet::check_batch(const Tensor& images, const Tensor* labels) const {
                     images.dim(0) >= 1 && images.dim(1) == 3 && images.dim(2) == s && images.dim(3) == s,
                 "images must be float32 [N, 3, ", s, ", ", s, "] (model.input_size ", s, "), got ",
                 images.describe());
-  if (labels) {
-    ALEXNET_CHECK(labels->dtype() == DType::kI64 && labels->ndim() == 1 &&
-                      labels->dim(0) == images.dim(0),
-                  "labels must be int64 [", images.dim(0), "], got ", labels->describe());
-    const int64_t* l = labels->data<int64_t>();
-    for (int64_t i = 0; i < labels->numel(); ++i)
-      ALEXNET_CHECK(l[i] >= 0 && l[i] < cfg_.num_classes, "label ", l[i], " of sample ", i,
-                    " is outside [0, ", cfg_.num_classes, ") (model.num_classes)");
-  }
+  if (labels) check_labels(*labels, images.dim(0), cfg_.num_classes);
 }
 
-Tensor AlexNet::forward(const Tensor& x, bool training, const PassOptions& opt) {
-  const int64_t n = x.dim(0);
+void AlexNet::check_crops(const CropBatch& b, const Tensor* labels) const {
+  const int64_t s = cfg_.input_size;
+  ALEXNET_CHECK(b.crops.device().is_cpu() && b.crops.dtype() == DType::kU8 && b.crops.ndim() == 4 &&
+                    b.crops.dim(0) >= 1 && b.crops.dim(1) == 3 && b.crops.dim(2) == s && b.crops.dim(3) == s,
+                "crops must be uint8 [N, 3, ", s, ", ", s, "] (model.input_size ", s, ") on the host, got ",
+                b.crops.describe());
+  const int64_t n = b.crops.dim(0);
+  ALEXNET_CHECK(b.placement.device().is_cpu() && b.placement.dtype() == DType::kI32 && b.placement.shape() == (Shape{n, 3}),
+                "crop placement must be int32 [", n, ", 3] on the host, got ", b.placement.describe());
+  ALEXNET_CHECK(b.lighting.device().is_cpu() && b.lighting.dtype() == DType::kF32 && b.lighting.shape() == (Shape{n, 3}),
+                "lighting must be float32 [", n, ", 3] on the host, got ", b.lighting.describe());
+  for (int t = 0; t < kTowers; ++t)
+    ALEXNET_CHECK(devices_[t].is_cuda(), "a crop batch is normalised on the towers' GPUs, and tower ", t, " is on ",
+                  devices_[t].str(), " (on the CPU the data client normalises: pass the float images)");
+  ALEXNET_CHECK(input_mean_[0].defined(), "a crop batch needs the input mean first (AlexNet::set_input_mean)");
+  if (input_mean_[0].ndim() == 3) {
+    const int64_t side = input_mean_[0].dim(1);
+    const int32_t* pl = b.placement.data<int32_t>();
+    for (int64_t i = 0; i < n; ++i)
+      ALEXNET_CHECK(pl[3 * i] >= 0 && pl[3 * i + 1] >= 0 && pl[3 * i] + s <= side && pl[3 * i + 1] + s <= side,
+                    "crop ", i, " at (", pl[3 * i], ", ", pl[3 * i + 1], ") of size ", s, " does not fit the ", side,
+                    "x", side, " mean image");
+  }
+  if (labels) check_labels(*labels, n, cfg_.num_classes);
+}
+
+void AlexNet::set_input_mean(const Tensor& mean) {
+  ALEXNET_CHECK(mean.device().is_cpu() && mean.dtype() == DType::kF32 &&
+                    ((mean.ndim() == 3 && mean.dim(0) == 3 && mean.dim(1) == mean.dim(2) &&
+                      mean.dim(1) >= cfg_.input_size) ||
+                     mean.shape() == Shape{3}),
+                "the input mean must be float32 [3, side, side] (side >= ", cfg_.input_size, ") or [3] on the host, got ",
+                mean.describe());
+  for (int t = 0; t < kTowers; ++t) input_mean_[t] = mean.clone(devices_[t]);
+}
+
+Tensor AlexNet::forward(const Tensor* images, const CropBatch* crops, bool training, const PassOptions& opt) {
+  const int64_t n = images ? images->dim(0) : crops->crops.dim(0);
   const NetShapes& s = shapes_;
   const bool relu = cfg_.activation == Activation::kRelu;
   const LrnParams lrn{cfg_.lrn.k, cfg_.lrn.n, cfg_.lrn.alpha, cfg_.lrn.beta};
@@ -327,11 +364,25 @@ Tensor AlexNet::forward(const Tensor& x, bool training, const PassOptions& opt) 
   // dropout draws on a device.
   std::array<Tensor, kTowers> xin;
   std::array<const Tensor*, kTowers> ids_dev{};
+  const int64_t side = cfg_.input_size;
   for (int t = 0; t < kTowers; ++t) {
     if (devices_[t].is_cpu()) {
-      towers_[t].ws["x"] = x;
+      towers_[t].ws["x"] = *images;
     } else {
-      scratch(t, "x", x.shape()).copy_from(x);
+      Tensor& x = scratch(t, "x", {n, 3, side, side});
+      if (images) {
+        x.copy_from(*images);
+      } else {
+        // The input step: uint8 crops, placement and lighting to the device, normalised there.
+        Tensor& c = scratch(t, "crops", crops->crops.shape(), DType::kU8);
+        Tensor& pl = scratch(t, "placement", {n, 3}, DType::kI32);
+        Tensor& li = scratch(t, "lighting", {n, 3});
+        c.copy_from(crops->crops);
+        pl.copy_from(crops->placement);
+        li.copy_from(crops->lighting);
+        ops::StreamScope on(S(t));
+        ops::normalize_crops(c, pl, li, input_mean_[t], x);
+      }
       if (dropout) {
         Tensor& d = scratch(t, "sample_ids", {n}, DType::kI64);
         d.copy_from(Tensor::from_vector<int64_t>({n}, std::vector<int64_t>(sample_ids, sample_ids + n)));
@@ -574,7 +625,17 @@ void AlexNet::backward(const Tensor& dlogits) {
 double AlexNet::train_pass(const Tensor& images, const Tensor& labels, const PassOptions& opt,
                            Tensor* logits_out) {
   check_batch(images, &labels);
-  Tensor logits = forward(images, true, opt);
+  return train_from(&images, nullptr, labels, opt, logits_out);
+}
+
+double AlexNet::train_pass(const CropBatch& batch, const Tensor& labels, const PassOptions& opt, Tensor* logits_out) {
+  check_crops(batch, &labels);
+  return train_from(nullptr, &batch, labels, opt, logits_out);
+}
+
+double AlexNet::train_from(const Tensor* images, const CropBatch* crops, const Tensor& labels, const PassOptions& opt,
+                           Tensor* logits_out) {
+  Tensor logits = forward(images, crops, true, opt);
   Tensor& probs = scratch(-1, "probs", logits.shape());
   const double loss = softmax_xent_forward_cpu(logits, labels, probs);
   Tensor& dlogits = scratch(-1, "dlogits", logits.shape());
@@ -595,7 +656,14 @@ Tensor AlexNet::infer(const Tensor& images) {
   check_batch(images, nullptr);
   PassOptions no_dropout;
   no_dropout.dropout = false;
-  return forward(images, false, no_dropout).clone();
+  return forward(&images, nullptr, false, no_dropout).clone();
+}
+
+Tensor AlexNet::infer(const CropBatch& batch) {
+  check_crops(batch, nullptr);
+  PassOptions no_dropout;
+  no_dropout.dropout = false;
+  return forward(nullptr, &batch, false, no_dropout).clone();
 }
 
 Tensor AlexNet::activation(int tower, const std::string& name) const {

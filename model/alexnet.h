@@ -79,6 +79,15 @@ struct PassOptions {
   std::function<void(int tower, size_t index)> on_grad_ready;
 };
 
+// A batch as the data service sends it, for CUDA towers that make the network input on their own GPUs
+// (the input step, normalize_crops_cuda): the host copies uint8 pixels, a quarter of the float bytes, and
+// does no arithmetic. The mean comes from AlexNet::set_input_mean.
+struct CropBatch {
+  Tensor crops;      // uint8 [N, 3, S, S] on the host (S = model.input_size)
+  Tensor placement;  // int32 [N, 3]: crop_x, crop_y (in the mean image), flip (0/1)
+  Tensor lighting;   // float32 [N, 3]: the RGB offset added to every pixel
+};
+
 class AlexNet {
  public:
   // devices[t] is where tower t's parameters and activations live (the CPU backend: both host).
@@ -125,6 +134,15 @@ class AlexNet {
   // Inference: running batch-norm statistics, no dropout. Returns logits [N, num_classes].
   Tensor infer(const Tensor& images);
 
+  // The same passes from uint8 crops, normalised on each tower's GPU exactly as normalize_crop does on
+  // the CPU. Both towers must be on CUDA devices and set_input_mean must have been called; a crop that
+  // does not fit the mean image is an error naming the row.
+  double train_pass(const CropBatch& batch, const Tensor& labels, const PassOptions& opt, Tensor* logits = nullptr);
+  Tensor infer(const CropBatch& batch);
+  // What the input step subtracts: float32 [3, side, side] (the mean image) or [3] (channel means) on the
+  // host, copied to each tower's device.
+  void set_input_mean(const Tensor& mean);
+
   // The paper's rule on every trainable tensor: v <- momentum v - decay lr w - lr g; w <- w + v,
   // with decay = weight_decay for conv/FC weights and 0 for biases and batch-norm parameters.
   void sgd_step(double lr, double momentum, double weight_decay);
@@ -150,8 +168,11 @@ class AlexNet {
   void init_weights(uint64_t seed, bool scaled, double input_std);
   Tensor& scratch(int tower, const std::string& name, const Shape& shape, DType dtype = DType::kF32);
   void check_batch(const Tensor& images, const Tensor* labels) const;
-  // Runs the forward pass; returns the logits [N, K] (a scratch tensor).
-  Tensor forward(const Tensor& images, bool training, const PassOptions& opt);
+  void check_crops(const CropBatch& batch, const Tensor* labels) const;
+  // Runs the forward pass on `images` (float32, host) or `crops`; returns the logits [N, K] (a scratch tensor).
+  Tensor forward(const Tensor* images, const CropBatch* crops, bool training, const PassOptions& opt);
+  double train_from(const Tensor* images, const CropBatch* crops, const Tensor& labels, const PassOptions& opt,
+                    Tensor* logits);
   void backward(const Tensor& dlogits);
 
   ModelConfig cfg_;
@@ -160,6 +181,7 @@ class AlexNet {
   std::array<Device, kTowers> devices_;
   std::array<Tower, kTowers> towers_;
   std::map<std::string, Tensor> shared_ws_;
+  std::array<Tensor, kTowers> input_mean_;  // set_input_mean, on each tower's device
   bool peer_ = false;
   bool pass_dropout_ = false;  // whether the last forward pass applied dropout
   std::function<void(int, size_t)> grad_ready_;  // the running pass's PassOptions::on_grad_ready

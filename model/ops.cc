@@ -123,6 +123,19 @@ void dropout_backward(const Tensor& dy, const Tensor& mask, double p, Tensor& dx
   ALEXNET_ON_DEVICE(dropout_backward_cuda(dy, mask, p, dx, current_stream()));
 }
 
+void normalize_crops(const Tensor& crops, const Tensor& placement, const Tensor& lighting, const Tensor& mean,
+                     Tensor& out) {
+  ALEXNET_CHECK(crops.device().is_cuda(), "normalize_crops: the crops are on ", crops.device().str(),
+                "; on the CPU the data client normalises (normalize_crop)");
+#if !ALEXNET_WITH_CUDA
+  (void)placement;
+  (void)lighting;
+  (void)mean;
+  (void)out;
+#endif
+  ALEXNET_ON_DEVICE(normalize_crops_cuda(crops, placement, lighting, mean, out, current_stream()));
+}
+
 void sgd_update(Tensor& w, const Tensor& g, Tensor& v, double lr, double momentum, double weight_decay) {
   if (on_cpu(w, "sgd_update")) return sgd_update_cpu(w, g, v, lr, momentum, weight_decay);
   ALEXNET_ON_DEVICE(sgd_update_cuda(w, g, v, lr, momentum, weight_decay, current_stream()));

@@ -63,6 +63,10 @@ void maxpool_forward(const Tensor& x, Tensor& y, Tensor& argmax, const PoolParam
 void maxpool_backward(const Tensor& dy, const Tensor& argmax, Tensor& dx, const PoolParams& p);
 void dropout_forward(const Tensor& x, Tensor& y, Tensor& mask, double p, const DropoutArgs& k);
 void dropout_backward(const Tensor& dy, const Tensor& mask, double p, Tensor& dx);
+// The input step on a CUDA device (normalize_crops_cuda); CPU tensors are an error (the data client
+// normalises on the host there).
+void normalize_crops(const Tensor& crops, const Tensor& placement, const Tensor& lighting, const Tensor& mean,
+                     Tensor& out);
 void sgd_update(Tensor& w, const Tensor& g, Tensor& v, double lr, double momentum, double weight_decay);
 
 // Columns [dst_col0, dst_col0 + width) of every row of dst ([N, *]) = (accumulate ? dst : 0) + columns

@@ -40,6 +40,22 @@ namespace alexnet {
 namespace fs = std::filesystem;
 namespace {
 
+// Rows [begin, end) of a batch as received, for towers that normalise on their GPUs.
+CropBatch crop_batch(const Tensor& crops, const std::vector<SampleAugment>& augment, int64_t begin, int64_t end) {
+  CropBatch b;
+  b.crops = crops.slice0(begin, end);
+  std::vector<int32_t> place;
+  std::vector<float> light;
+  for (int64_t i = begin; i < end; ++i) {
+    const SampleAugment& a = augment[static_cast<size_t>(i)];
+    place.insert(place.end(), {a.crop_x, a.crop_y, a.flip ? 1 : 0});
+    light.insert(light.end(), a.lighting.begin(), a.lighting.end());
+  }
+  b.placement = Tensor::from_vector<int32_t>({end - begin, 3}, place);
+  b.lighting = Tensor::from_vector<float>({end - begin, 3}, light);
+  return b;
+}
+
 // Set by the signal thread (install_stop_handlers), read at every step.
 std::atomic<int> g_stop_signal{0};
 
@@ -332,7 +348,10 @@ void Worker::train_step() {
   pass.sample_ids = batch.samples.data();
   pass.on_grad_ready = [this](int tower, size_t index) { buckets_[tower]->mark_ready(bucket_index_[tower][index]); };
   Tensor logits;
-  const double loss = model_->train_pass(batch.images, batch.labels, pass, &logits);
+  const double loss =
+      batch.images.defined()
+          ? model_->train_pass(batch.images, batch.labels, pass, &logits)
+          : model_->train_pass(crop_batch(batch.crops, batch.augment, 0, batch.crops.dim(0)), batch.labels, pass, &logits);
   for (int t = 0; t < kTowers; ++t) buckets_[t]->wait_all();
   average_buffers();
   model_->sgd_step(lr_, config_.train.momentum, config_.train.weight_decay);
@@ -432,9 +451,13 @@ EvalResult Worker::evaluate() {
     EvalData d = client_->eval_batch(b);
     const int views = d.views;
     r.views = views;
-    const int64_t rows = d.images.dim(0);
+    const int64_t rows = d.crops.dim(0);
     std::vector<Tensor> parts;
-    for (int64_t i = 0; i < rows; i += chunk) parts.push_back(model_->infer(d.images.slice0(i, std::min(rows, i + chunk))));
+    for (int64_t i = 0; i < rows; i += chunk) {
+      const int64_t end = std::min(rows, i + chunk);
+      parts.push_back(d.images.defined() ? model_->infer(d.images.slice0(i, end))
+                                         : model_->infer(crop_batch(d.crops, d.augment, i, end)));
+    }
     Tensor logits = parts.size() == 1 ? parts[0] : concat0(parts);
     const int64_t classes = logits.dim(1);
     const float* l = logits.data<float>();
@@ -583,6 +606,11 @@ int Worker::run() {
   restore();
   client_ = std::make_unique<DataClient>(layout_, config_);
   const DataInfo& info = client_->info();
+  if (devices_[0].is_cuda()) {
+    // The input step runs on the GPUs: the client hands over the uint8 crops as received.
+    client_->set_host_normalisation(false);
+    model_->set_input_mean(client_->input_mean());
+  }
   steps_per_epoch_ = info.steps_per_epoch;
   ALEXNET_CHECK(steps_per_epoch_ > 0, "the training set (", info.num_train, " images) holds no full global batch of ",
                 config_.train.batch_size, "; lower train.batch_size");

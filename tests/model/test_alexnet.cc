@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <functional>
+#include <string>
 #include <cstring>
 
 #include "core/config.h"
@@ -241,6 +243,41 @@ TEST(AlexNetBatch, BadBatchesAreNamed) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("label 10"), std::string::npos) << e.what();
   }
+}
+
+// The uint8 input path (CropBatch) belongs to CUDA towers; on the CPU the data client normalises, and the
+// model says so instead of computing anything. Bad means and bad batches are named.
+TEST(AlexNetCrops, RefusedOnCpuTowersAndValidated) {
+  ModelConfig m = small_model();
+  AlexNet net(m);
+  const int64_t s = m.input_size, n = 2;
+  auto error_of = [](const std::function<void()>& f) -> std::string {
+    try {
+      f();
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "";
+  };
+  EXPECT_NE(error_of([&] { net.set_input_mean(Tensor::zeros({3, s - 1, s - 1}, DType::kF32)); }).find("side >= "),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { net.set_input_mean(Tensor::zeros({4}, DType::kF32)); }).find("float32 [3, side, side]"),
+            std::string::npos);
+  net.set_input_mean(Tensor::zeros({3, s + 8, s + 8}, DType::kF32));
+  CropBatch b;
+  b.crops = Tensor::zeros({n, 3, s, s}, DType::kU8);
+  b.placement = Tensor::zeros({n, 3}, DType::kI32);
+  b.lighting = Tensor::zeros({n, 3}, DType::kF32);
+  Tensor labels = Tensor::zeros({n}, DType::kI64);
+  const std::string cpu = error_of([&] { net.train_pass(b, labels, PassOptions{}); });
+  EXPECT_NE(cpu.find("tower 0 is on cpu"), std::string::npos) << cpu;
+  EXPECT_NE(cpu.find("the data client normalises"), std::string::npos) << cpu;
+  CropBatch wrong = b;
+  wrong.crops = Tensor::zeros({n, 3, s, s}, DType::kF32);
+  EXPECT_NE(error_of([&] { net.infer(wrong); }).find("crops must be uint8"), std::string::npos);
+  wrong = b;
+  wrong.lighting = Tensor::zeros({n + 1, 3}, DType::kF32);
+  EXPECT_NE(error_of([&] { net.infer(wrong); }).find("lighting must be float32 [2, 3]"), std::string::npos);
 }
 
 }  // namespace
