@@ -20,7 +20,15 @@ void register_cuda_allocator() {
     ALEXNET_CUDA_CHECK(cudaMalloc(&p, bytes == 0 ? 256 : bytes));
     return std::make_shared<Storage>(p, bytes, Device::cuda(index), [](void* q) { cudaFree(q); });
   };
-  a.copy = [](void* dst, Device, const void* src, Device, size_t bytes) {
+  // A plain cudaMemcpy is ordered with the legacy default stream of the current device only, and through
+  // it with that device's blocking streams (the towers' streams): so the current device is the one whose
+  // memory is touched, and a copy between two GPUs first waits for the source GPU's work.
+  a.copy = [](void* dst, Device dst_dev, const void* src, Device src_dev, size_t bytes) {
+    if (dst_dev.is_cuda() && src_dev.is_cuda() && dst_dev.index != src_dev.index) {
+      ALEXNET_CUDA_CHECK(cudaSetDevice(src_dev.index));
+      ALEXNET_CUDA_CHECK(cudaDeviceSynchronize());
+    }
+    ALEXNET_CUDA_CHECK(cudaSetDevice(dst_dev.is_cuda() ? dst_dev.index : src_dev.index));
     ALEXNET_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDefault));
   };
   a.zero = [](void* dst, int index, size_t bytes) {

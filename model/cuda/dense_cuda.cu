@@ -93,10 +93,11 @@ struct StreamContext {
   Arena workspace, low;
 };
 
+std::map<std::pair<int, CudaStream>, std::unique_ptr<StreamContext>> g_contexts;
+
 StreamContext& context(int device, CudaStream stream) {
-  static std::map<std::pair<int, CudaStream>, std::unique_ptr<StreamContext>> contexts;
   std::lock_guard<std::mutex> lock(g_mu);
-  auto& slot = contexts[{device, stream}];
+  auto& slot = g_contexts[{device, stream}];
   if (!slot) {
     auto ctx = std::make_unique<StreamContext>();
     ALEXNET_CUDA_CHECK(cudaSetDevice(device));
@@ -514,6 +515,23 @@ bool conv_backward_bf16(ConvPlan& plan, StreamContext& ctx, const Tensor& x, con
 }
 
 }  // namespace
+
+void cuda_release_stream_resources(int device, CudaStream stream) {
+  std::unique_ptr<StreamContext> ctx;
+  {
+    std::lock_guard<std::mutex> lock(g_mu);
+    auto it = g_contexts.find({device, stream});
+    if (it == g_contexts.end()) return;
+    ctx = std::move(it->second);
+    g_contexts.erase(it);
+  }
+  cudaSetDevice(device);
+  cudaStreamSynchronize(stream);
+  if (ctx->cudnn) cudnnDestroy(ctx->cudnn);
+  if (ctx->cublas) cublasDestroy(ctx->cublas);
+  if (ctx->workspace.data) cudaFree(ctx->workspace.data);
+  if (ctx->low.data) cudaFree(ctx->low.data);
+}
 
 void set_cuda_precision(Precision p) {
   std::lock_guard<std::mutex> lock(g_mu);

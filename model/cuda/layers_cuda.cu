@@ -538,6 +538,7 @@ void cuda_destroy_stream(int device, CudaStream s) {
   if (!s) return;
   cudaSetDevice(device);
   cudaStreamSynchronize(s);
+  cuda_release_stream_resources(device, s);
   {
     std::lock_guard<std::mutex> lock(g_event_mu);
     auto it = g_events.find({s, device});

@@ -98,6 +98,9 @@ void batchnorm_backward_cuda(const Tensor& x, const Tensor& gamma, const Tensor&
 // it and it waits for that work, so host reads of its results through Tensor copies stay ordered.
 CudaStream cuda_create_stream(int device);
 void cuda_destroy_stream(int device, CudaStream stream);
+// Frees what the library-backed layers keep for (device, stream): handles, workspace, bf16 arena
+// (dense_cuda.cu). cuda_destroy_stream calls it.
+void cuda_release_stream_resources(int device, CudaStream stream);
 // `waiter` (a stream of any device, nullptr: the current device's legacy stream) waits on the device,
 // without a host synchronisation, for the work queued so far on `producer` (a stream of `producer_device`).
 void cuda_stream_wait(CudaStream waiter, CudaStream producer, int producer_device);
