@@ -155,6 +155,8 @@ class AlexNet {
   // Tower t's gradients as one flat float32 tensor on its device (the allreduce buffer), laid out
   // in table order; views of it back every per-tensor gradient.
   Tensor grad_arena(int tower) const { return towers_[tower].grads; }
+  // Tower t's share of table entry `index` on its device (a view: writing it changes the model).
+  Tensor tower_tensor(int tower, size_t index) const { return towers_[tower].p[index]; }
 
  private:
   struct Tower {

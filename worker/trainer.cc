@@ -323,17 +323,16 @@ void Worker::restore() {
 
 void Worker::average_buffers() {
   // Batch-norm running statistics come from each rank's own batches; averaging them every step keeps
-  // the replicas identical (gradients are averaged by the buckets).
+  // the replicas identical (gradients are averaged by the buckets). Each tower's share is averaged in
+  // place on its device by the tower's communicator: no copy of the model to the host.
   if (world_->size() == 1 || config_.model.norm != NormKind::kBatchNorm) return;
-  std::map<std::string, Tensor> st = model_->state();
-  bool any = false;
-  for (const ParamInfo& p : model_->table())
-    if (!p.trainable) {
-      Tensor& t = st.at(p.name);
-      world_->allreduce(t.data<float>(), static_cast<size_t>(t.numel()), ReduceOp::kAverage);
-      any = true;
-    }
-  if (any) model_->load_state(st, "the averaged batch-norm statistics");
+  const std::vector<ParamInfo>& table = model_->table();
+  for (int t = 0; t < kTowers; ++t)
+    for (size_t i = 0; i < table.size(); ++i)
+      if (!table[i].trainable) {
+        Tensor b = model_->tower_tensor(t, i);
+        tower_comm_[t]->allreduce(b.data<float>(), static_cast<size_t>(b.numel()), ReduceOp::kAverage);
+      }
 }
 
 void Worker::train_step() {

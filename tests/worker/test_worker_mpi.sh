@@ -68,6 +68,23 @@ case $case_name in
     for f in worker.log config.yaml; do [ -s "$dir/run/$f" ] || fail "run directory lacks $f"; done
     ;;
 
+  batchnorm)
+    # Batch norm on 2 ranks: the running statistics are averaged across ranks each step on the towers'
+    # own buffers; they end finite and moved from their initial 0 / 1, and the run evaluates.
+    ok_job 2 "$dir/log" --set train.max_steps=3 --set model.norm=batchnorm --set run.dir="$dir/run"
+    grep -q '"kind": "eval"' "$dir/run/metrics.jsonl" || show_fail "$dir/run/metrics.jsonl" "no evaluation record"
+    "$py" - "$(latest "$dir/run")" <<'PY'
+import sys, h5py, numpy as np
+f = h5py.File(sys.argv[1], "r")
+for layer in ("norm1", "norm2"):
+    m, v = f[f"/model/{layer}/running_mean"][()], f[f"/model/{layer}/running_var"][()]
+    assert np.all(np.isfinite(m)) and np.all(np.isfinite(v)), f"{layer}: non-finite running statistics"
+    assert np.any(m != 0) and np.any(v != 1), f"{layer}: running statistics still at their initial values"
+    assert np.all(v > 0), f"{layer}: a running variance is not positive"
+print("batch-norm running statistics finite and updated")
+PY
+    ;;
+
   invariance)
     # The same global batch and seed on 1, 2 and 4 ranks give the same weights up to float reduction order.
     for n in 1 2 4; do
