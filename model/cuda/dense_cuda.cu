@@ -382,15 +382,28 @@ void gemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int64_t 
                          static_cast<int>(ldc), gemm_compute(), CUBLAS_GEMM_DEFAULT));
 }
 
+// A cudnnFind... status: success, or "not supported" (no algorithm for this data type and shape: the
+// caller falls back); anything else is an error.
+bool searched(cudnnStatus_t st, const char* what) {
+  // cuDNN 9 reports "not supported" as 3000 or a refinement 3001..3999 (_SHAPE, _DATA_TYPE, ...).
+  const int code = static_cast<int>(st);
+  if (code >= static_cast<int>(CUDNN_STATUS_NOT_SUPPORTED) && code < static_cast<int>(CUDNN_STATUS_NOT_SUPPORTED) + 1000)
+    return false;
+  ALEXNET_CHECK(st == CUDNN_STATUS_SUCCESS, "cuDNN ", what, " algorithm search failed: ", cudnnGetErrorString(st));
+  return true;
+}
+
 // The forward algorithm of a plan, searched once on the call's own buffers. False: cuDNN has none.
 bool choose_forward(ConvPlan& plan, StreamContext& ctx, CudaStream s, const void* x, const void* w, void* y) {
   if (plan.chosen_fwd) return true;
   cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
   int count = 0;
   void* ws = ctx.workspace.ensure(kSearchWorkspace, s);
-  CUDNN_OK(cudnnFindConvolutionForwardAlgorithmEx(ctx.cudnn, plan.x, x, plan.w, w, plan.conv, plan.y, y,
-                                                  CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &count, perf, ws,
-                                                  kSearchWorkspace));
+  if (!searched(cudnnFindConvolutionForwardAlgorithmEx(ctx.cudnn, plan.x, x, plan.w, w, plan.conv, plan.y, y,
+                                                      CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &count, perf, ws,
+                                                      kSearchWorkspace),
+                "forward"))
+    return false;
   const auto* best = pick(perf, count);
   if (!best) return false;
   plan.fwd = best->algo;
@@ -406,9 +419,11 @@ bool choose_backward(ConvPlan& plan, StreamContext& ctx, CudaStream s, const voi
     ws = ctx.workspace.ensure(kSearchWorkspace, s);
     cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
     int count = 0;
-    CUDNN_OK(cudnnFindConvolutionBackwardFilterAlgorithmEx(ctx.cudnn, plan.x, x, plan.y, dy, plan.conv, plan.w, dw,
-                                                           CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &count, perf, ws,
-                                                           kSearchWorkspace));
+    if (!searched(cudnnFindConvolutionBackwardFilterAlgorithmEx(ctx.cudnn, plan.x, x, plan.y, dy, plan.conv, plan.w,
+                                                                dw, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &count,
+                                                                perf, ws, kSearchWorkspace),
+                  "backward-filter"))
+      return false;
     const auto* best = pick(perf, count);
     if (!best) return false;
     plan.bwd_filter = best->algo;
@@ -419,9 +434,11 @@ bool choose_backward(ConvPlan& plan, StreamContext& ctx, CudaStream s, const voi
     ws = ctx.workspace.ensure(kSearchWorkspace, s);
     cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
     int count = 0;
-    CUDNN_OK(cudnnFindConvolutionBackwardDataAlgorithmEx(ctx.cudnn, plan.w, w, plan.y, dy, plan.conv, plan.x, dx,
-                                                         CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &count, perf, ws,
-                                                         kSearchWorkspace));
+    if (!searched(cudnnFindConvolutionBackwardDataAlgorithmEx(ctx.cudnn, plan.w, w, plan.y, dy, plan.conv, plan.x, dx,
+                                                              CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &count, perf, ws,
+                                                              kSearchWorkspace),
+                  "backward-data"))
+      return false;
     const auto* best = pick(perf, count);
     if (!best) return false;
     plan.bwd_data = best->algo;
