@@ -13,6 +13,7 @@
 #include "comm/placement.h"
 #include "core/config.h"
 #include "core/error.h"
+#include "tests/common/expect.h"
 
 namespace alexnet {
 namespace {
@@ -182,14 +183,7 @@ TEST(GradBuckets, ConfigKey) {
   EXPECT_THROW(default_config({"parallel.bucket_mb=-1"}), Error);
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using testing::error_of;
 
 TEST(Placement, TwoGpusPerRankPutTowerTOnGpu2rPlusT) {
   // Four workers on a node of eight GPUs: the paper's two GPUs per network copy.

@@ -6,18 +6,12 @@
 #include "core/cli.h"
 #include "core/config.h"
 #include "core/error.h"
+#include "tests/common/expect.h"
 
 namespace alexnet {
 namespace {
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using testing::error_of;
 
 TEST(Config, DefaultsAreThePapers) {
   Config c = default_config();

@@ -11,6 +11,7 @@
 #include "core/error.h"
 #include "launcher/launch_checks.h"
 #include "launcher/launch_plan.h"
+#include "tests/common/expect.h"
 
 namespace alexnet {
 namespace {
@@ -62,16 +63,7 @@ std::string after(const Words& w, const std::string& s) {
   return it == w.end() || it + 1 == w.end() ? "" : *(it + 1);
 }
 
-// The message of the alexnet::Error that `f` throws ("" when it throws none).
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using testing::error_of;
 
 TEST(LaunchPlan, OneLocalNodeDefaultsToOneServiceAndOneWorker) {
   const LaunchPlan plan = plan_launch(config_with_batch(128), options(), user_env(8));

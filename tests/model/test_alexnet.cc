@@ -11,6 +11,7 @@
 #include "model/alexnet.h"
 #include "model/layers.h"
 #include "tests/common/gradcheck.h"
+#include "tests/common/expect.h"
 
 namespace alexnet {
 namespace {
@@ -251,14 +252,7 @@ TEST(AlexNetCrops, RefusedOnCpuTowersAndValidated) {
   ModelConfig m = small_model();
   AlexNet net(m);
   const int64_t s = m.input_size, n = 2;
-  auto error_of = [](const std::function<void()>& f) -> std::string {
-    try {
-      f();
-    } catch (const Error& e) {
-      return e.what();
-    }
-    return "";
-  };
+  using testing::error_of;
   EXPECT_NE(error_of([&] { net.set_input_mean(Tensor::zeros({3, s - 1, s - 1}, DType::kF32)); }).find("side >= "),
             std::string::npos);
   EXPECT_NE(error_of([&] { net.set_input_mean(Tensor::zeros({4}, DType::kF32)); }).find("float32 [3, side, side]"),

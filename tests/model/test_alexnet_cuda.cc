@@ -13,21 +13,12 @@
 #include "model/alexnet.h"
 #include "model/cuda/layers_cuda.h"
 #include "tests/common/gradcheck.h"
+#include "tests/common/expect.h"
 
 namespace alexnet {
 namespace {
 
-double rel_diff(const Tensor& a, const Tensor& b) {
-  Tensor x = a.clone(Device::cpu()).to(DType::kF64), y = b.clone(Device::cpu()).to(DType::kF64);
-  double num = 0, den = 0;
-  for (int64_t i = 0; i < x.numel(); ++i) {
-    const double d = x.data<double>()[i] - y.data<double>()[i];
-    if (std::isnan(d)) return INFINITY;
-    num += d * d;
-    den += y.data<double>()[i] * y.data<double>()[i];
-  }
-  return std::sqrt(num) / std::max(std::sqrt(den), 1e-30);
-}
+using testing::rel_l2_diff;
 
 struct Case {
   const char* name;
@@ -69,15 +60,15 @@ TEST_P(AlexNetCuda, MatchesTheCpuGraph) {
       const double loss_c = cpu.train_pass(images, labels, opt, &lc);
       const double loss_g = gpu.train_pass(images, labels, opt, &lg);
       EXPECT_NEAR(loss_g, loss_c, 1e-4 * std::max(1.0, std::fabs(loss_c))) << c.name << " " << where;
-      EXPECT_LE(rel_diff(lg, lc), 1e-4) << c.name << " " << where << " logits";
+      EXPECT_LE(rel_l2_diff(lg, lc), 1e-4) << c.name << " " << where << " logits";
       const auto gc = cpu.gradients(), gg = gpu.gradients();
-      for (const auto& [name, g] : gc) EXPECT_LE(rel_diff(gg.at(name), g), 1e-3) << c.name << " " << where << " " << name;
+      for (const auto& [name, g] : gc) EXPECT_LE(rel_l2_diff(gg.at(name), g), 1e-3) << c.name << " " << where << " " << name;
       cpu.sgd_step(0.001, 0.9, 0.0005);
       gpu.sgd_step(0.001, 0.9, 0.0005);
     }
     const auto sc = cpu.state(), sg = gpu.state();
-    for (const auto& [name, t] : sc) EXPECT_LE(rel_diff(sg.at(name), t), 1e-4) << c.name << " " << where << " " << name;
-    EXPECT_LE(rel_diff(gpu.infer(images), cpu.infer(images)), 1e-4) << c.name << " " << where << " infer";
+    for (const auto& [name, t] : sc) EXPECT_LE(rel_l2_diff(sg.at(name), t), 1e-4) << c.name << " " << where << " " << name;
+    EXPECT_LE(rel_l2_diff(gpu.infer(images), cpu.infer(images)), 1e-4) << c.name << " " << where << " infer";
   }
 }
 
@@ -123,14 +114,14 @@ TEST(AlexNetCudaPrecision, Tf32AndBf16StayCloseToTheCpu) {
         const double loss_c = cpu.train_pass(images, labels, opt, &lc);
         const double loss_g = gpu.train_pass(images, labels, opt, &lg);
         EXPECT_NEAR(loss_g, loss_c, tol.logits * std::max(1.0, std::fabs(loss_c))) << where;
-        EXPECT_LE(rel_diff(lg, lc), tol.logits) << where << " logits";
+        EXPECT_LE(rel_l2_diff(lg, lc), tol.logits) << where << " logits";
         const auto gc = cpu.gradients(), gg = gpu.gradients();
-        for (const auto& [name, g] : gc) EXPECT_LE(rel_diff(gg.at(name), g), tol.grads) << where << " " << name;
+        for (const auto& [name, g] : gc) EXPECT_LE(rel_l2_diff(gg.at(name), g), tol.grads) << where << " " << name;
         cpu.sgd_step(0.001, 0.9, 0.0005);
         gpu.sgd_step(0.001, 0.9, 0.0005);
       }
       const auto sc = cpu.state(), sg = gpu.state();
-      for (const auto& [name, t] : sc) EXPECT_LE(rel_diff(sg.at(name), t), tol.weights) << where << " " << name;
+      for (const auto& [name, t] : sc) EXPECT_LE(rel_l2_diff(sg.at(name), t), tol.weights) << where << " " << name;
     }
   }
   set_cuda_precision(Precision::kFloat32);

@@ -18,23 +18,14 @@
 #include "core/device.h"
 #include "model/alexnet.h"
 #include "tests/common/gradcheck.h"
+#include "tests/common/expect.h"
 
 namespace alexnet {
 namespace {
 
 namespace fs = std::filesystem;
 
-double rel_diff(const Tensor& a, const Tensor& b) {
-  Tensor x = a.to(DType::kF64), y = b.to(DType::kF64);
-  double num = 0, den = 0;
-  for (int64_t i = 0; i < x.numel(); ++i) {
-    const double d = x.data<double>()[i] - y.data<double>()[i];
-    if (std::isnan(d)) return INFINITY;
-    num += d * d;
-    den += y.data<double>()[i] * y.data<double>()[i];
-  }
-  return std::sqrt(num) / std::max(std::sqrt(den), 1e-30);
-}
+using testing::rel_l2_diff;
 
 std::string tool_path() {
   const char* env = std::getenv("ALEXNET_TOOL");
@@ -78,16 +69,16 @@ TEST(ToolCuda, GradAndStepMatchTheCpu) {
   }
   H5File gc((dir / "g_cpu.h5").string(), H5File::Mode::kRead), gg((dir / "g_cuda.h5").string(), H5File::Mode::kRead);
   EXPECT_NEAR(gg.read_scalar("/loss"), gc.read_scalar("/loss"), 1e-4 * std::max(1.0, std::fabs(gc.read_scalar("/loss"))));
-  EXPECT_LE(rel_diff(gg.read_tensor_as("/logits", DType::kF32), gc.read_tensor_as("/logits", DType::kF32)), 1e-4);
+  EXPECT_LE(rel_l2_diff(gg.read_tensor_as("/logits", DType::kF32), gc.read_tensor_as("/logits", DType::kF32)), 1e-4);
   for (const ParamInfo& p : net.table()) {
     if (!p.trainable) continue;
     const std::string name = "/grad/" + p.name;
-    EXPECT_LE(rel_diff(gg.read_tensor_as(name, DType::kF32), gc.read_tensor_as(name, DType::kF32)), 1e-3) << name;
+    EXPECT_LE(rel_l2_diff(gg.read_tensor_as(name, DType::kF32), gc.read_tensor_as(name, DType::kF32)), 1e-3) << name;
   }
   const CheckpointData sc = read_checkpoint((dir / "s_cpu.h5").string()),
                        sg = read_checkpoint((dir / "s_cuda.h5").string());
-  for (const auto& [name, t] : sc.model) EXPECT_LE(rel_diff(sg.model.at(name), t), 1e-4) << name;
-  for (const auto& [name, t] : sc.momentum) EXPECT_LE(rel_diff(sg.momentum.at(name), t), 1e-3) << "momentum " << name;
+  for (const auto& [name, t] : sc.model) EXPECT_LE(rel_l2_diff(sg.model.at(name), t), 1e-4) << name;
+  for (const auto& [name, t] : sc.momentum) EXPECT_LE(rel_l2_diff(sg.momentum.at(name), t), 1e-3) << "momentum " << name;
   fs::remove_all(dir);
 }
 

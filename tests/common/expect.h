@@ -1,0 +1,38 @@
+// Small test helpers shared by the suites: the message of the Error a call throws, and the relative L2
+// difference of two tensors on any device.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <string>
+
+#include "core/error.h"
+#include "core/tensor.h"
+
+namespace alexnet::testing {
+
+// The message of the alexnet::Error that f throws, or "" when it throws none.
+inline std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+// ||a - b|| / ||b|| in float64 (either tensor on any device); infinity when a difference is NaN.
+inline double rel_l2_diff(const Tensor& a, const Tensor& b) {
+  const Tensor x = a.clone(Device::cpu()).to(DType::kF64), y = b.clone(Device::cpu()).to(DType::kF64);
+  double num = 0, den = 0;
+  for (int64_t i = 0; i < x.numel(); ++i) {
+    const double d = x.data<double>()[i] - y.data<double>()[i];
+    if (std::isnan(d)) return INFINITY;
+    num += d * d;
+    den += y.data<double>()[i] * y.data<double>()[i];
+  }
+  return std::sqrt(num) / std::max(std::sqrt(den), 1e-30);
+}
+
+}  // namespace alexnet::testing
