@@ -159,8 +159,9 @@ AlexNet::AlexNet(const ModelConfig& cfg, std::array<Device, kTowers> devices)
       }
     }
   }
+  // Peer access where the hardware allows; copies between the GPUs go through the host otherwise.
   if (devices_[0].is_cuda() && devices_[1].is_cuda() && devices_[0] != devices_[1])
-    peer_ = ops::enable_peer_access(devices_[0], devices_[1]);
+    ops::enable_peer_access(devices_[0], devices_[1]);
   init_paper(1);
 }
 
@@ -359,7 +360,6 @@ Tensor AlexNet::forward(const Tensor* images, const CropBatch* crops, bool train
   }
   const int64_t* sample_ids = opt.sample_ids ? opt.sample_ids : ids.data();
   const int64_t c1 = s.conv1, p1 = s.pool1, p2 = s.pool2, p5 = s.pool5;
-  auto S = [&](int t) -> ops::Stream { return t < 0 ? nullptr : towers_[t].stream.get(); };
   // Each tower's copy of the input (the host batch itself on the CPU), and of the sample ids for the
   // dropout draws on a device.
   std::array<Tensor, kTowers> xin;
@@ -380,7 +380,7 @@ Tensor AlexNet::forward(const Tensor* images, const CropBatch* crops, bool train
         c.copy_from(crops->crops);
         pl.copy_from(crops->placement);
         li.copy_from(crops->lighting);
-        ops::StreamScope on(S(t));
+        ops::StreamScope on(stream(t));
         ops::normalize_crops(c, pl, li, input_mean_[t], x);
       }
       if (dropout) {
@@ -446,7 +446,7 @@ Tensor AlexNet::forward(const Tensor* images, const CropBatch* crops, bool train
   // conv1 .. pool2: each tower alone.
   std::array<Tensor, kTowers> pool2;
   for (int t = 0; t < kTowers; ++t) {
-    ops::StreamScope on(S(t));
+    ops::StreamScope on(stream(t));
     Tensor& a1 = scratch(t, "a1", {n, kConv1, c1, c1});
     ops::conv2d_forward(xin[t], P(t, "conv1/weight"), P(t, "conv1/bias"), a1, {4, 0, 1}, relu);
     act(a1);
@@ -461,10 +461,10 @@ Tensor AlexNet::forward(const Tensor* images, const CropBatch* crops, bool train
   // conv3 sees both towers' maps (tower 0's channels first).
   std::array<Tensor, kTowers> pool5;
   for (int t = 0; t < kTowers; ++t) {
-    ops::StreamScope on(S(t));
+    ops::StreamScope on(stream(t));
     Tensor& in3 = scratch(t, "in3", {n, 2 * kConv2, p2, p2});
-    put_columns(pool2[0], S(0), in3, S(t), 0);
-    put_columns(pool2[1], S(1), in3, S(t), kConv2 * p2 * p2);
+    put_columns(pool2[0], stream(0), in3, stream(t), 0);
+    put_columns(pool2[1], stream(1), in3, stream(t), kConv2 * p2 * p2);
     Tensor& a3 = scratch(t, "a3", {n, kConv3, p2, p2});
     ops::conv2d_forward(in3, P(t, "conv3/weight"), P(t, "conv3/bias"), a3, {1, 1, 1}, relu);
     act(a3);
@@ -483,11 +483,11 @@ Tensor AlexNet::forward(const Tensor* images, const CropBatch* crops, bool train
     std::array<Tensor, kTowers> next;
     const std::string tag = fcs[l];
     for (int t = 0; t < kTowers; ++t) {
-      ops::StreamScope on(S(t));
+      ops::StreamScope on(stream(t));
       const int64_t w0 = prev[0].numel() / n;
       Tensor& in = scratch(t, "in_" + tag, {n, w0 + prev[1].numel() / n});
-      put_columns(prev[0], S(0), in, S(t), 0);
-      put_columns(prev[1], S(1), in, S(t), w0);
+      put_columns(prev[0], stream(0), in, stream(t), 0);
+      put_columns(prev[1], stream(1), in, stream(t), w0);
       Tensor& h = fc(t, in, fcs[l], kFc, "h_" + tag);
       next[t] = drop(t, h, static_cast<uint32_t>(6 + l), "d_" + tag);
     }
@@ -496,13 +496,13 @@ Tensor AlexNet::forward(const Tensor* images, const CropBatch* crops, bool train
   Tensor& logits = scratch(-1, "logits", {n, cfg_.num_classes});
   const int64_t split8 = table_[index_of("fc8/weight")].split;
   for (int t = 0; t < kTowers; ++t) {
-    ops::StreamScope on(S(t));
+    ops::StreamScope on(stream(t));
     Tensor& in = scratch(t, "in_fc8", {n, 2 * kFc});
-    put_columns(prev[0], S(0), in, S(t), 0);
-    put_columns(prev[1], S(1), in, S(t), kFc);
+    put_columns(prev[0], stream(0), in, stream(t), 0);
+    put_columns(prev[1], stream(1), in, stream(t), kFc);
     Tensor& out = scratch(t, "logits", {n, t == 0 ? split8 : cfg_.num_classes - split8});
     ops::linear_forward(in, P(t, "fc8/weight"), P(t, "fc8/bias"), out, false);
-    put_columns(out, S(t), logits, nullptr, t == 0 ? 0 : split8);
+    put_columns(out, stream(t), logits, nullptr, t == 0 ? 0 : split8);
   }
   return logits;
 }
@@ -517,7 +517,6 @@ void AlexNet::backward(const Tensor& dlogits) {
   auto GW = [&](int t, const std::string& layer) -> Tensor& { return towers_[t].g[index_of(layer + "/weight")]; };
   auto GB = [&](int t, const std::string& layer) -> Tensor& { return towers_[t].g[index_of(layer + "/bias")]; };
   auto ws = [&](int t, const std::string& name) -> Tensor& { return towers_[t].ws.at(name); };
-  auto S = [&](int t) -> ops::Stream { return towers_[t].stream.get(); };
   // Tower t's weight and bias gradients of `layer` are final.
   auto ready = [&](int t, const std::string& layer) {
     if (!grad_ready_) return;
@@ -533,16 +532,16 @@ void AlexNet::backward(const Tensor& dlogits) {
   const PoolParams pool{cfg_.pool.size, cfg_.pool.stride};
   // out lives on tower t's device; the other tower's part arrives through a staging copy there.
   auto scatter = [&](const std::string& dx_name, int64_t col0, Tensor& out, int t) {
-    take_columns(ws(0, dx_name), S(0), col0, out, S(t), false);
+    take_columns(ws(0, dx_name), stream(0), col0, out, stream(t), false);
     Tensor* staging = out.device().is_cpu() ? nullptr : &scratch(t, dx_name + ".staging", out.shape());
-    take_columns(ws(1, dx_name), S(1), col0, out, S(t), true, staging);
+    take_columns(ws(1, dx_name), stream(1), col0, out, stream(t), true, staging);
   };
 
   const int64_t split8 = table_[index_of("fc8/weight")].split;
   for (int t = 0; t < kTowers; ++t) {
-    ops::StreamScope on(S(t));
+    ops::StreamScope on(stream(t));
     Tensor& dl = scratch(t, "dlogits", ws(t, "logits").shape());
-    take_columns(dlogits, nullptr, t == 0 ? 0 : split8, dl, S(t), false);
+    take_columns(dlogits, nullptr, t == 0 ? 0 : split8, dl, stream(t), false);
     Tensor& dx = scratch(t, "dx_fc8", ws(t, "in_fc8").shape());
     ops::linear_backward(ws(t, "in_fc8"), W(t, "fc8"), dl, &dx, GW(t, "fc8"), GB(t, "fc8"));
     ready(t, "fc8");
@@ -550,14 +549,14 @@ void AlexNet::backward(const Tensor& dlogits) {
   std::string next_dx = "dx_fc8";
   for (const std::string layer : {"fc7", "fc6"}) {
     for (int t = 0; t < kTowers; ++t) {
-      ops::StreamScope on(S(t));
+      ops::StreamScope on(stream(t));
       Tensor& dh = scratch(t, "dh_" + layer, {n, kFc});
       scatter(next_dx, t * kFc, dh, t);
       if (dropout) ops::dropout_backward(dh, ws(t, "d_" + layer + ".mask"), cfg_.dropout, dh);
       act_bwd(ws(t, "h_" + layer), dh);
     }
     for (int t = 0; t < kTowers; ++t) {
-      ops::StreamScope on(S(t));
+      ops::StreamScope on(stream(t));
       Tensor& dx = scratch(t, "dx_" + layer, ws(t, "in_" + layer).shape());
       ops::linear_backward(ws(t, "in_" + layer), W(t, layer), ws(t, "dh_" + layer), &dx, GW(t, layer),
                           GB(t, layer));
@@ -567,7 +566,7 @@ void AlexNet::backward(const Tensor& dlogits) {
   }
   const int64_t p2 = s.pool2, p5 = s.pool5;
   for (int t = 0; t < kTowers; ++t) {
-    ops::StreamScope on(S(t));
+    ops::StreamScope on(stream(t));
     Tensor& dp5 = scratch(t, "dp5", {n, kConv5, p5, p5});
     scatter("dx_fc6", t * kConv5 * p5 * p5, dp5, t);
     Tensor& da5 = scratch(t, "da5", {n, kConv5, p2, p2});
@@ -586,7 +585,7 @@ void AlexNet::backward(const Tensor& dlogits) {
     ready(t, "conv3");
   }
   for (int t = 0; t < kTowers; ++t) {
-    ops::StreamScope on(S(t));
+    ops::StreamScope on(stream(t));
     Tower& tw = towers_[t];
     Tensor& dp2 = scratch(t, "dp2", {n, kConv2, p2, p2});
     scatter("dx_in3", t * kConv2 * p2 * p2, dp2, t);

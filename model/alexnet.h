@@ -101,8 +101,6 @@ class AlexNet {
   // Tower t's CUDA stream (nullptr on the CPU): every op of the tower is queued on it, so a consumer of
   // its results on another stream (the NCCL reduction of its gradients) waits for it.
   CUstream_st* stream(int tower) const { return towers_[tower].stream.get(); }
-  // Whether the two towers' GPUs read each other's memory directly (false on one GPU or the CPU).
-  bool peer_to_peer() const { return peer_; }
 
   // The paper's initialisation (§5): weights ~ N(0, 0.01^2), biases 1 in conv2, conv4, conv5, fc6,
   // fc7 and 0 elsewhere; batch-norm scale 1, shift 0, running mean 0, variance 1. Each element's
@@ -184,7 +182,6 @@ class AlexNet {
   std::array<Tower, kTowers> towers_;
   std::map<std::string, Tensor> shared_ws_;
   std::array<Tensor, kTowers> input_mean_;  // set_input_mean, on each tower's device
-  bool peer_ = false;
   bool pass_dropout_ = false;  // whether the last forward pass applied dropout
   std::function<void(int, size_t)> grad_ready_;  // the running pass's PassOptions::on_grad_ready
 };

@@ -1,6 +1,7 @@
 // alexnet-tool: one executable for the offline commands. This file holds the model commands (init,
 // inspect, grad, step, random-batch, norm-examples, config-reference) and main(); tools/cmd_*.cc add
 // more. `grad` and `step` are the fixed reference I/O of shared/ARCHITECTURE.md.
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstdio>
@@ -13,6 +14,7 @@
 
 #include "checkpoint/checkpoint.h"
 #include "checkpoint/h5file.h"
+#include "comm/placement.h"
 #include "core/cli.h"
 #include "core/config.h"
 #include "core/error.h"
@@ -56,10 +58,11 @@ std::array<Device, kTowers> apply_model_options(const ArgParser& args, const Con
   const int gpus = cuda_device_count();
   ALEXNET_CHECK(gpus > 0, kProgram, ": --device cuda, but this process sees no CUDA device (", device_summary(), ")");
   set_cuda_precision(cfg.parallel.precision);
-  const bool two = cfg.parallel.devices_per_rank == 2 && gpus >= 2;
-  std::cerr << kProgram << ": towers on " << (two ? "cuda:0 and cuda:1" : "cuda:0 (both)") << ", precision "
+  // One process on this node: the worker's placement, on one GPU when only one is visible.
+  const std::array<int, 2> gpu = tower_gpus(0, 1, std::min(cfg.parallel.devices_per_rank, gpus), gpus);
+  std::cerr << kProgram << ": towers on cuda:" << gpu[0] << " and cuda:" << gpu[1] << ", precision "
             << enum_name(cfg.parallel.precision) << "\n";
-  return {Device::cuda(0), Device::cuda(two ? 1 : 0)};
+  return {Device::cuda(gpu[0]), Device::cuda(gpu[1])};
 #else
   ALEXNET_FAIL(kProgram, ": --device cuda: this build has no CUDA backend (the CUDA toolkit, cuDNN or NCCL was not "
                "found when it was configured)");
