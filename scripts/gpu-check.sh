@@ -1,23 +1,33 @@
 #!/usr/bin/env bash
-# The GPU checks, in two halves, for a GPU machine that has the CUDA driver, nvcc and PyTorch (with its
+# The GPU checks, in parts, for a GPU machine that has the CUDA driver, nvcc and PyTorch (with its
 # pip-packaged cuDNN, cuBLAS and NCCL) but no package registry and none of our Debian libraries.
 #
-#   scripts/gpu-check.sh bundle   here (Debian 12, no GPU needed): builds with CUDA, then packs every
-#                                 executable that ctest runs under the label `gpu`, alexnet-tool (for the
-#                                 --device cuda test) and bench_train, with the shared libraries they load
-#                                 that a stock CUDA machine lacks (yaml-cpp, oneDNN, HDF5, ...), into
-#                                 .gpu-bundle/bundle.tar.xz
-#   scripts/gpu-check.sh run      there, from the repository root with .gpu-bundle copied along: unpacks,
-#                                 points the loader at the bundle and at PyTorch's CUDA libraries, runs
-#                                 every gpu executable, then the training benchmark (ours and PyTorch on
-#                                 the same GPU, batch 128 and 256, float32 / tf32 / bf16), and prints
-#                                 the tables (logs under $OUT when set)
+#   scripts/gpu-check.sh bundle    here (Debian 12, no GPU needed): builds with CUDA, then packs every
+#                                  executable that ctest runs under the label `gpu`, the four product
+#                                  executables, bench_train, Open MPI (mpirun, its components, PMIx) and
+#                                  the shared libraries they load that a stock CUDA machine lacks
+#                                  (yaml-cpp, oneDNN, HDF5, libjpeg-turbo, ...) into .gpu-bundle/bundle.tar.xz
+#   scripts/gpu-check.sh run       there, from the repository root with .gpu-bundle copied along: unpacks,
+#                                  points the loader at the bundle and at PyTorch's CUDA libraries and
+#                                  Open MPI at its relocated tree, then (1) runs every gpu executable,
+#                                  (2) the demo job through alexnet-launch on the GPU (data service +
+#                                  worker under mpirun, NCCL) in float32 and bf16, and the refusal of two
+#                                  ranks on one GPU, (3) the training benchmark (ours and PyTorch on the
+#                                  same GPU, batch 128 and 256, float32 / tf32 / bf16), and prints a table
+#                                  for each; every log goes into one archive under $OUT when set
+#   scripts/gpu-check.sh rehearse  here: `run` inside a mount namespace in which every library of the
+#                                  bundle and Open MPI's system folders are hidden, on the CPU (the gpu
+#                                  tests skip, the demo falls back to the CPU backend, a short one):
+#                                  shows before any device time is spent that the bundle is complete
 #
-# docs/gpu-check.md says how to run the second half on a lent machine in one call.
+# GPU_CHECK_TESTS=0, GPU_CHECK_DEMO=0 and GPU_CHECK_BENCH=0 leave a part out. docs/gpu-check.md says how
+# to run the second part on a lent machine in one call.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-}
 bundle_dir=.gpu-bundle
+ompi_lib=/usr/lib/x86_64-linux-gnu/openmpi/lib
+pmix_root=/usr/lib/x86_64-linux-gnu/pmix2
 
 # Libraries every CUDA machine has (glibc, the C++ runtime, the driver) or that come from PyTorch's
 # packages there (the CUDA runtime, cuDNN, cuBLAS, NCCL): not packed.
@@ -29,36 +39,25 @@ skip_lib() {
   return 1
 }
 
-case "$mode" in
-  bundle)
-    scripts/build.sh
-    grep -q 'CUDA backend ON' build-configure.log || { echo "gpu-check: the build has no CUDA backend" >&2; exit 1; }
-    mapfile -t exes < <(ctest --test-dir build -L gpu --show-only=json-v1 2>/dev/null | /usr/bin/python3 -c '
-import json, sys
-print("\n".join(sorted({t["command"][0] for t in json.load(sys.stdin)["tests"] if t.get("command")})))')
-    [ ${#exes[@]} -gt 0 ] || { echo "gpu-check: ctest lists no gpu test" >&2; exit 1; }
-    rm -rf "$bundle_dir" && mkdir -p "$bundle_dir/pack/bin" "$bundle_dir/pack/bench" "$bundle_dir/pack/lib"
-    cp build/bin/bench_train build/bin/alexnet-tool "$bundle_dir/pack/bench/"
-    for exe in "${exes[@]}" build/bin/bench_train build/bin/alexnet-tool; do
-      case "$exe" in build/bin/bench_train|build/bin/alexnet-tool) ;; *) cp "$exe" "$bundle_dir/pack/bin/" ;; esac
-      while read -r lib; do
-        if [ -n "$lib" ] && ! skip_lib "$lib"; then cp -L "$lib" "$bundle_dir/pack/lib/"; fi
-      done < <(ldd "$exe" | awk '$3 ~ /^\// {print $3}')
-    done
-    git rev-parse --short HEAD > "$bundle_dir/pack/commit" 2>/dev/null || echo unknown > "$bundle_dir/pack/commit"
-    tar -C "$bundle_dir" -cJf "$bundle_dir/bundle.tar.xz" pack
-    rm -rf "$bundle_dir/pack"
-    echo "gpu-check: packed ${#exes[@]} executable(s): $(printf '%s ' "${exes[@]##*/}")"
-    echo "gpu-check: $bundle_dir/bundle.tar.xz, $(du -h "$bundle_dir/bundle.tar.xz" | cut -f1) (carry $bundle_dir)"
-    ;;
-  run)
-    [ -f "$bundle_dir/bundle.tar.xz" ] || { echo "gpu-check: no $bundle_dir/bundle.tar.xz (run 'bundle' first)" >&2; exit 1; }
-    work=$(mktemp -d)
-    tar -C "$work" -xJf "$bundle_dir/bundle.tar.xz"
-    out=${OUT:-$work/out}
-    mkdir -p "$out"
-    # PyTorch's CUDA libraries: nvidia/<package>/lib folders beside torch.
-    torch_libs=$(python3 - <<'PY' 2>/dev/null || true
+# Copies the shared libraries that $1 loads (except skip_lib's) into $2.
+pack_deps() {
+  local lib
+  while read -r lib; do
+    if [ -n "$lib" ] && ! skip_lib "$lib"; then cp -L "$lib" "$2/"; fi
+  done < <(ldd "$1" | awk '$3 ~ /^\// {print $3}')
+}
+
+# Open MPI components that need a fabric library (UCX, libfabric, verbs, PSM) or are OpenSHMEM's: the
+# GPU machine runs the ranks of one node, over shared memory and TCP, and needs none of them.
+fabric_component() {
+  ldd "$1" | grep -qE 'lib(ucp|ucs|uct|ucm|fabric|ibverbs|rdmacm|psm|psm2|psm_infinipath|infinipath|oshmem)\.so'
+}
+
+# The environment under which the bundle in $1 runs: its libraries first, then PyTorch's CUDA
+# libraries; Open MPI and PMIx told where their relocated trees are.
+bundle_env() {
+  local pack=$1 torch_libs
+  torch_libs=$(python3 - <<'PY' 2>/dev/null || true
 import glob, os
 try:
     import nvidia
@@ -68,28 +67,193 @@ except Exception:
 print(":".join(sorted({d for r in roots for d in glob.glob(os.path.join(r, "*", "lib"))})))
 PY
 )
-    export LD_LIBRARY_PATH="$work/pack/lib:${torch_libs}:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
-    export ALEXNET_TOOL="$work/pack/bench/alexnet-tool"  # tests/tools/test_tool_cuda.cc
-    echo "gpu-check: bundle of commit $(cat "$work/pack/commit")"
+  export LD_LIBRARY_PATH="$pack/lib:${torch_libs}:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
+  export OPAL_PREFIX="$pack/ompi" OPAL_EXEC_PREFIX="$pack/ompi" OPAL_BINDIR="$pack/ompi/bin" \
+         OPAL_LIBDIR="$pack/lib" OPAL_PKGLIBDIR="$pack/ompi/components" OPAL_DATADIR="$pack/ompi/share" \
+         OPAL_DATAROOTDIR="$pack/ompi/share" OPAL_PKGDATADIR="$pack/ompi/share/openmpi" \
+         OPAL_SYSCONFDIR="$pack/ompi/etc"
+  export PMIX_PREFIX="$pack/pmix" PMIX_EXEC_PREFIX="$pack/pmix" PMIX_LIBDIR="$pack/lib" \
+         PMIX_PKGLIBDIR="$pack/pmix/components" PMIX_DATADIR="$pack/pmix/share" \
+         PMIX_PKGDATADIR="$pack/pmix/share/pmix" PMIX_SYSCONFDIR="$pack/pmix/etc"
+  export PATH="$pack/ompi/bin:$PATH"
+  export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+}
+
+# The last record of each kind in a run's metrics.jsonl, as one table row.
+demo_row() {
+  python3 - "$@" <<'PY'
+import json, sys
+label, metrics, batch = sys.argv[1], sys.argv[2], int(sys.argv[3])
+last = {}
+try:
+    with open(metrics) as f:
+        for line in f:
+            r = json.loads(line)
+            last[r["kind"]] = r
+except OSError:
+    pass
+t, e, s = last.get("train"), last.get("eval"), last.get("summary")
+def cell(v, f):
+    return f % v if v is not None else "n/a"
+print("| %s | %s | %s | %s | %s | %s |" % (
+    label,
+    cell(s and s["steps_run"], "%d"),
+    cell(s and batch / s["step_s"] if s and s["step_s"] > 0 else None, "%.0f"),
+    cell(t and t["loss"], "%.4f"),
+    cell(e and 100 * e["top1_error"], "%.1f%%"),
+    cell(e and 100 * e["top5_error"], "%.1f%%")))
+PY
+}
+
+case "$mode" in
+  bundle)
+    scripts/build.sh
+    grep -q 'CUDA backend ON' build-configure.log || { echo "gpu-check: the build has no CUDA backend" >&2; exit 1; }
+    mapfile -t exes < <(ctest --test-dir build -L gpu --show-only=json-v1 2>/dev/null | /usr/bin/python3 -c '
+import json, sys
+print("\n".join(sorted({t["command"][0] for t in json.load(sys.stdin)["tests"] if t.get("command")})))')
+    [ ${#exes[@]} -gt 0 ] || { echo "gpu-check: ctest lists no gpu test" >&2; exit 1; }
+    [ -x /usr/bin/orterun ] && [ -d "$ompi_lib/openmpi3" ] && [ -d "$pmix_root/lib/pmix" ] ||
+      { echo "gpu-check: Open MPI (openmpi-bin, libpmix2) is not installed where Debian puts it" >&2; exit 1; }
+    pack=$bundle_dir/pack
+    rm -rf "$bundle_dir" && mkdir -p "$pack/bin" "$pack/app" "$pack/lib" "$pack/ompi/bin" \
+      "$pack/ompi/components" "$pack/ompi/share" "$pack/ompi/etc" "$pack/pmix/components" "$pack/pmix/share"
+    for exe in "${exes[@]}"; do cp "$exe" "$pack/bin/"; pack_deps "$exe" "$pack/lib"; done
+    for exe in alexnet-launch alexnet-worker alexnet-data-service alexnet-tool bench_train; do
+      cp "build/bin/$exe" "$pack/app/"
+      pack_deps "build/bin/$exe" "$pack/lib"
+    done
+    # Open MPI 4.1 as Debian installs it, relocated through OPAL_* / PMIX_* (bundle_env).
+    cp /usr/bin/orterun "$pack/ompi/bin/mpirun"
+    cp /usr/bin/orted "$pack/ompi/bin/orted"
+    pack_deps /usr/bin/orterun "$pack/lib"
+    components=0
+    for c in "$ompi_lib"/openmpi3/mca_*.so; do
+      fabric_component "$c" && continue
+      cp "$c" "$pack/ompi/components/"
+      pack_deps "$c" "$pack/lib"
+      components=$((components + 1))
+    done
+    cp -r /usr/share/openmpi "$pack/ompi/share/"
+    cp /etc/openmpi/openmpi-mca-params.conf "$pack/ompi/etc/"
+    cp "$pmix_root"/lib/pmix/*.so "$pack/pmix/components/"
+    for c in "$pmix_root"/lib/pmix/*.so; do pack_deps "$c" "$pack/lib"; done
+    cp -r "$pmix_root/share/pmix" "$pack/pmix/share/"
+    git rev-parse --short HEAD > "$pack/commit" 2>/dev/null || echo unknown > "$pack/commit"
+    tar -C "$bundle_dir" -cJf "$bundle_dir/bundle.tar.xz" pack
+    rm -rf "$pack"
+    echo "gpu-check: packed ${#exes[@]} gpu test executable(s): $(printf '%s ' "${exes[@]##*/}")"
+    echo "gpu-check: with the product's executables, bench_train, mpirun and $components Open MPI components"
+    echo "gpu-check: $bundle_dir/bundle.tar.xz, $(du -h "$bundle_dir/bundle.tar.xz" | cut -f1) (carry $bundle_dir)"
+    ;;
+
+  rehearse)
+    [ -f "$bundle_dir/bundle.tar.xz" ] || { echo "gpu-check: no $bundle_dir/bundle.tar.xz (run 'bundle' first)" >&2; exit 1; }
+    [ "$(id -u)" = 0 ] || { echo "gpu-check: rehearse needs root (a private mount namespace)" >&2; exit 1; }
+    # Hides, in a private mount namespace, Open MPI's and PMIx's system folders, the system mpirun and
+    # the system copy of every library the bundle packs; then runs `run` there with a short CPU demo.
+    list=$(mktemp)
+    tar -tJf "$bundle_dir/bundle.tar.xz" | sed -n 's|^pack/lib/||p' | grep . > "$list"
+    exec unshare -m --propagation private bash -c '
+      set -euo pipefail
+      hidden=0
+      for dir in '"$ompi_lib $pmix_root"' /etc/openmpi /usr/share/openmpi; do
+        mount -t tmpfs none "$dir"; hidden=$((hidden + 1))
+      done
+      for f in /usr/bin/orterun /usr/bin/orted; do mount --bind /dev/null "$f"; hidden=$((hidden + 1)); done
+      while read -r name; do
+        for dir in /usr/lib/x86_64-linux-gnu /usr/lib/x86_64-linux-gnu/hdf5/serial /usr/local/lib; do
+          for f in "$dir/$name" "$dir/${name%.so*}.so"*; do
+            if [ -f "$f" ] && [ ! -L "$f" ]; then mount --bind /dev/null "$f"; hidden=$((hidden + 1)); fi
+          done
+        done
+      done < "'"$list"'"
+      echo "gpu-check rehearse: $hidden system files and folders hidden"
+      ! command -v mpirun >/dev/null || ! mpirun --version >/dev/null 2>&1 || { echo "the system mpirun still runs" >&2; exit 1; }
+      export GPU_CHECK_BENCH=${GPU_CHECK_BENCH:-0} GPU_CHECK_DEMO_BACKEND=auto
+      export GPU_CHECK_DEMO_PRECISIONS=${GPU_CHECK_DEMO_PRECISIONS:-float32}
+      export GPU_CHECK_DEMO_ARGS=${GPU_CHECK_DEMO_ARGS:-"--set train.epochs=1 --set data.threads=1"}
+      exec scripts/gpu-check.sh run'
+    ;;
+
+  run)
+    [ -f "$bundle_dir/bundle.tar.xz" ] || { echo "gpu-check: no $bundle_dir/bundle.tar.xz (run 'bundle' first)" >&2; exit 1; }
+    work=$(mktemp -d)
+    tar -C "$work" -xJf "$bundle_dir/bundle.tar.xz"
+    pack=$work/pack
+    logs=$work/logs
+    mkdir -p "$logs"
+    bundle_env "$pack"
+    export ALEXNET_TOOL="$pack/app/alexnet-tool"  # tests/tools/test_tool_cuda.cc
+    echo "gpu-check: bundle of commit $(cat "$pack/commit")"
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || echo "gpu-check: nvidia-smi not available"
     status=0
-    rows=()
-    for exe in "$work"/pack/bin/*; do
-      name=$(basename "$exe")
-      log="$out/$name.log"
-      start=$(date +%s.%N)
-      if "$exe" >"$log" 2>&1; then result=passed; else result=FAILED; status=1; fi
-      secs=$(echo "$(date +%s.%N) - $start" | bc)
-      passed=$(grep -c '^\[       OK \]' "$log" || true)
-      failed=$(grep -cE '^\[  FAILED  \] .* \([0-9]+ ms\)$' "$log" || true)
-      skipped=$(grep -cE '^\[  SKIPPED \] .* \([0-9]+ ms\)$' "$log" || true)
-      rows+=("$(printf '| %-28s | %-6s | %6s | %6s | %7s | %7.1f |' "$name" "$result" "$passed" "$failed" "$skipped" "$secs")")
-      if [ "$result" = FAILED ]; then grep -E 'Failure|Expected|Which is|error|seed' "$log" | head -40; fi
-    done
-    echo
-    echo "| executable                   | result | passed | failed | skipped | seconds |"
-    echo "|---|---|---|---|---|---|"
-    printf '%s\n' "${rows[@]}"
+    if [ "${GPU_CHECK_TESTS:-1}" = 1 ]; then
+      rows=()
+      for exe in "$pack"/bin/*; do
+        name=$(basename "$exe")
+        log="$logs/$name.log"
+        start=$(date +%s.%N)
+        if "$exe" >"$log" 2>&1; then result=passed; else result=FAILED; status=1; fi
+        secs=$(echo "$(date +%s.%N) - $start" | bc)
+        passed=$(grep -c '^\[       OK \]' "$log" || true)
+        failed=$(grep -cE '^\[  FAILED  \] .* \([0-9]+ ms\)$' "$log" || true)
+        skipped=$(grep -cE '^\[  SKIPPED \] .* \([0-9]+ ms\)$' "$log" || true)
+        rows+=("$(printf '| %-28s | %-6s | %6s | %6s | %7s | %7.1f |' "$name" "$result" "$passed" "$failed" "$skipped" "$secs")")
+        if [ "$result" = FAILED ]; then grep -E 'Failure|Expected|Which is|error|seed' "$log" | head -40; fi
+      done
+      echo
+      echo "| executable                   | result | passed | failed | skipped | seconds |"
+      echo "|---|---|---|---|---|---|"
+      printf '%s\n' "${rows[@]}"
+    fi
+    if [ "${GPU_CHECK_DEMO:-1}" = 1 ]; then
+      # The demo job of scripts/demo.sh through the product's own launcher: 1 data service and 1 worker
+      # under the bundled mpirun, both towers on GPU 0 (devices_per_rank 1), gradients through NCCL.
+      data=$work/synth10
+      app=$pack/app
+      backend=${GPU_CHECK_DEMO_BACKEND:-cuda}
+      read -r -a extra <<<"${GPU_CHECK_DEMO_ARGS:---set data.threads=4}"
+      common=(--config configs/demo.yaml --set "data.root=$data" --set "parallel.backend=$backend"
+              --set parallel.devices_per_rank=1)
+      if "$app/alexnet-tool" synth --out "$data" --classes 10 --train-per-class 64 --val-per-class 20 --seed 1 \
+           >"$logs/demo_prepare.log" 2>&1 &&
+         "$app/alexnet-tool" prepare "${common[@]}" --shards >>"$logs/demo_prepare.log" 2>&1; then
+        demo_rows=()
+        for precision in ${GPU_CHECK_DEMO_PRECISIONS:-float32 bf16}; do
+          run_dir=$work/runs/demo-$precision
+          start=$(date +%s)
+          if "$app/alexnet-launch" "${common[@]}" --workers 1 --data-services 1 --bin-dir "$app" \
+               --mpirun "$pack/ompi/bin/mpirun" --set "run.dir=$run_dir" --set "parallel.precision=$precision" \
+               "${extra[@]}" >"$logs/demo_$precision.log" 2>&1; then
+            result=passed
+          else
+            result="FAILED ($?)"
+            status=1
+            tail -15 "$logs/demo_$precision.log"
+          fi
+          grep -m1 -oE '(CPU|CUDA) backend.*' "$logs/demo_$precision.log" || true
+          demo_rows+=("$(demo_row "$precision, $result, $(( $(date +%s) - start )) s" "$run_dir/metrics.jsonl" 32)")
+        done
+        echo
+        echo "| demo job (precision, result, wall) | steps | img/s | last training loss | val top-1 error | val top-5 error |"
+        echo "|---|---|---|---|---|---|"
+        printf '%s\n' "${demo_rows[@]}"
+        # Two ranks cannot share one GPU under NCCL: the job must stop with a message that says so.
+        if [ "$backend" = cuda ]; then
+          if "$app/alexnet-launch" "${common[@]}" --workers 2 --data-services 1 --bin-dir "$app" \
+               --mpirun "$pack/ompi/bin/mpirun" --set "run.dir=$work/runs/shared" \
+               >"$logs/demo_shared_gpu.log" 2>&1; then
+            echo "gpu-check: two workers on one GPU were not refused"; status=1
+          else
+            echo "two workers on one GPU (expected to be refused):"
+            grep -m1 -E 'NCCL needs' "$logs/demo_shared_gpu.log" || { tail -5 "$logs/demo_shared_gpu.log"; status=1; }
+          fi
+        fi
+      else
+        echo "gpu-check: the demo dataset could not be made"; tail -15 "$logs/demo_prepare.log"; status=1
+      fi
+    fi
     if [ "${GPU_CHECK_BENCH:-1}" = 1 ]; then
       # Training throughput of the 1000-class paper network, ours beside PyTorch's own best settings
       # (grouped two-tower model of tests/parity, cudnn.benchmark, channels-last), same GPU, same call.
@@ -100,26 +264,33 @@ PY
         for batch in 128 256; do
           ours=n/a
           tflops=n/a
-          if "$work/pack/bench/bench_train" --device cuda --batch "$batch" --iters 20 --no-sgemm \
-               --set "parallel.precision=$precision" >"$out/bench_${precision}_$batch.log" 2>&1; then
-            ours=$(awk '/^ours_img_per_s/ {print $2}' "$out/bench_${precision}_$batch.log")
-            tflops=$(awk '/^ours_gflops/ {printf "%.1f", $2 / 1000}' "$out/bench_${precision}_$batch.log")
+          if "$pack/app/bench_train" --device cuda --batch "$batch" --iters 20 --no-sgemm \
+               --set "parallel.precision=$precision" >"$logs/bench_${precision}_$batch.log" 2>&1; then
+            ours=$(awk '/^ours_img_per_s/ {print $2}' "$logs/bench_${precision}_$batch.log")
+            tflops=$(awk '/^ours_gflops/ {printf "%.1f", $2 / 1000}' "$logs/bench_${precision}_$batch.log")
           else
             ours=failed
             status=1
-            tail -5 "$out/bench_${precision}_$batch.log"
+            tail -5 "$logs/bench_${precision}_$batch.log"
           fi
           torch=$(python3 bench/torch_alexnet_bench.py --device cuda --precision "$precision" --batch "$batch" \
-                    --iters 20 --warmup 5 2>"$out/torch_${precision}_$batch.log" | awk '/^torch_img_per_s/ {print $2}') || torch=""
+                    --iters 20 --warmup 5 2>"$logs/torch_${precision}_$batch.log" | awk '/^torch_img_per_s/ {print $2}') || torch=""
           ratio=$(python3 -c "import sys; a, b = sys.argv[1:]; print(f'{float(a) / float(b):.2f}' if a.replace('.', '', 1).isdigit() and b.replace('.', '', 1).isdigit() else 'n/a')" "$ours" "${torch:-n/a}")
           echo "| $precision | $batch | $ours | $tflops | ${torch:-failed} | $ratio |"
         done
       done
     fi
+    if [ -n "${OUT:-}" ]; then
+      tar -C "$work" -czf "$OUT/gpu-check-logs.tar.gz" logs $(cd "$work" && ls -d runs/*/metrics.jsonl runs/*/worker.log 2>/dev/null)
+      echo "gpu-check: logs in \$OUT/gpu-check-logs.tar.gz"
+    else
+      echo "gpu-check: logs in $logs"
+    fi
     exit "$status"
     ;;
+
   *)
-    echo "usage: scripts/gpu-check.sh bundle | run   (docs/gpu-check.md)" >&2
+    echo "usage: scripts/gpu-check.sh bundle | run | rehearse   (docs/gpu-check.md)" >&2
     exit 2
     ;;
 esac
