@@ -109,9 +109,14 @@ case "$mode" in
   bundle)
     scripts/build.sh
     grep -q 'CUDA backend ON' build-configure.log || { echo "gpu-check: the build has no CUDA backend" >&2; exit 1; }
+    # The executable of each gpu test: the first word of its command inside the build folder (an MPI
+    # test's command starts with timeout and mpiexec).
     mapfile -t exes < <(ctest --test-dir build -L gpu --show-only=json-v1 2>/dev/null | /usr/bin/python3 -c '
-import json, sys
-print("\n".join(sorted({t["command"][0] for t in json.load(sys.stdin)["tests"] if t.get("command")})))')
+import json, os, sys
+build = os.path.realpath("build") + os.sep
+exes = {next((w for w in t.get("command", []) if os.path.realpath(w).startswith(build)), None)
+        for t in json.load(sys.stdin)["tests"]}
+print("\n".join(sorted(e for e in exes if e)))')
     [ ${#exes[@]} -gt 0 ] || { echo "gpu-check: ctest lists no gpu test" >&2; exit 1; }
     [ -x /usr/bin/orterun ] && [ -d "$ompi_lib/openmpi3" ] && [ -d "$pmix_root/lib/pmix" ] ||
       { echo "gpu-check: Open MPI (openmpi-bin, libpmix2) is not installed where Debian puts it" >&2; exit 1; }
@@ -185,20 +190,41 @@ print("\n".join(sorted({t["command"][0] for t in json.load(sys.stdin)["tests"] i
     mkdir -p "$logs"
     bundle_env "$pack"
     export ALEXNET_TOOL="$pack/app/alexnet-tool"  # tests/tools/test_tool_cuda.cc
+    export GTEST_COLOR=no  # mpirun gives its ranks a terminal: keep the logs plain for the counts below
     echo "gpu-check: bundle of commit $(cat "$pack/commit")"
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || echo "gpu-check: nvidia-smi not available"
     status=0
     if [ "${GPU_CHECK_TESTS:-1}" = 1 ]; then
       rows=()
+      gpus=$(nvidia-smi --list-gpus 2>/dev/null | grep -c '^GPU' || true)
+      runs=()
       for exe in "$pack"/bin/*; do
+        case "$(basename "$exe")" in
+          # MPI tests (test_comm_nccl): one rank, then one per GPU but at least two (the refusal of two
+          # ranks on one GPU needs two).
+          test_comm_*) runs+=("1|$exe" "$(( gpus > 2 ? gpus : 2 ))|$exe") ;;
+          *) runs+=("0|$exe") ;;
+        esac
+      done
+      for entry in "${runs[@]}"; do
+        np=${entry%%|*}
+        exe=${entry#*|}
         name=$(basename "$exe")
-        log="$logs/$name.log"
+        command=("$exe")
+        if [ "$np" -gt 0 ]; then
+          name="$name -np $np"
+          command=(mpirun --oversubscribe --bind-to none -np "$np" "$exe")
+        fi
+        log="$logs/${name// /_}.log"
         start=$(date +%s.%N)
-        if "$exe" >"$log" 2>&1; then result=passed; else result=FAILED; status=1; fi
+        if "${command[@]}" >"$log" 2>&1; then result=passed; else result=FAILED; status=1; fi
         secs=$(echo "$(date +%s.%N) - $start" | bc)
         passed=$(grep -c '^\[       OK \]' "$log" || true)
         failed=$(grep -cE '^\[  FAILED  \] .* \([0-9]+ ms\)$' "$log" || true)
         skipped=$(grep -cE '^\[  SKIPPED \] .* \([0-9]+ ms\)$' "$log" || true)
+        if [ "$np" -gt 1 ]; then  # every rank prints its own lines
+          passed=$((passed / np)) failed=$((failed / np)) skipped=$((skipped / np))
+        fi
         rows+=("$(printf '| %-28s | %-6s | %6s | %6s | %7s | %7.1f |' "$name" "$result" "$passed" "$failed" "$skipped" "$secs")")
         if [ "$result" = FAILED ]; then grep -E 'Failure|Expected|Which is|error|seed' "$log" | head -40; fi
       done

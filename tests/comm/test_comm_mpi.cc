@@ -18,24 +18,11 @@
 
 #include "comm/communicator.h"
 #include "comm/grad_buckets.h"
+#include "tests/comm/comm_values.h"
 #include "core/error.h"
 
 namespace alexnet {
 namespace {
-
-// A value every rank can compute for every other rank: uniform in [-1, 1), keyed by (seed, rank, i).
-float keyed_value(uint64_t seed, int rank, size_t i) {
-  uint64_t x = seed * 0x9E3779B97F4A7C15ull ^ (static_cast<uint64_t>(rank) << 40) ^ i;
-  x ^= x >> 33;
-  x *= 0xff51afd7ed558ccdull;
-  x ^= x >> 33;
-  x *= 0xc4ceb9fe1a85ec53ull;
-  x ^= x >> 33;
-  return static_cast<float>(static_cast<double>(x >> 40) / static_cast<double>(1ull << 23) - 1.0);
-}
-
-// Integers and halves: every partial sum over up to 4 ranks is exact in float32.
-float exact_value(int rank, size_t i) { return static_cast<float>((rank + 1) * static_cast<int>(i % 97)) * 0.5f - 20.0f; }
 
 class CommMpi : public ::testing::Test {
  protected:
@@ -47,26 +34,9 @@ class CommMpi : public ::testing::Test {
   void fill_exact(std::vector<float>& v) {
     for (size_t i = 0; i < v.size(); ++i) v[i] = exact_value(rank(), i);
   }
-  float exact_sum(size_t i) const {
-    float s = 0;
-    for (int r = 0; r < size(); ++r) s += exact_value(r, i);
-    return s;
-  }
-  // Checks `got` (the average over ranks of keyed_value(seed, r, offset + i)) against float64.
+  float exact_sum(size_t i) const { return alexnet::exact_sum(size(), i); }
   void expect_keyed_average(const float* got, size_t n, uint64_t seed, size_t offset = 0) {
-    size_t bad = 0;
-    for (size_t i = 0; i < n; ++i) {
-      double sum = 0, mag = 0;
-      for (int r = 0; r < size(); ++r) {
-        const double v = keyed_value(seed, r, offset + i);
-        sum += v;
-        mag += std::fabs(v);
-      }
-      const double ref = sum / size(), tol = 4 * FLT_EPSILON * mag / size() + 1e-30;
-      if (std::fabs(got[i] - ref) > tol && bad++ < 5)
-        ADD_FAILURE() << "element " << offset + i << ": got " << got[i] << ", float64 reference " << ref;
-    }
-    EXPECT_EQ(bad, 0u) << "on " << comm.describe();
+    EXPECT_EQ(alexnet::expect_keyed_average(got, n, seed, size(), offset), 0u) << "on " << comm.describe();
   }
 };
 
@@ -136,7 +106,7 @@ struct Grads {
   std::vector<float> arena, outside_a, outside_b;
   std::vector<GradTensor> tensors;
   explicit Grads(bool with_outside) {
-    const std::vector<size_t> sizes = {5003, 17, 40000, 64, 9000, 64, 120000, 128, 3000, 96, 2500, 48};
+    const std::vector<size_t>& sizes = grad_sizes();
     arena.resize(std::accumulate(sizes.begin(), sizes.end(), size_t{0}));
     size_t off = 0;
     for (size_t i = 0; i < sizes.size(); ++i) {
