@@ -62,6 +62,16 @@ void check_f32(const Tensor& t, const char* op, const char* name) {
                  ", expected float32 on a CUDA device");
 }
 
+// Per-channel float32 vectors [C] of a batch norm, on x's device.
+void check_channel_vectors(const char* op, const Tensor& x,
+                           std::initializer_list<std::pair<const char*, const Tensor*>> vectors) {
+  for (const auto& [name, t] : vectors) {
+    check_f32(*t, op, name);
+    ALEXNET_ASSERT(t->numel() == x.dim(1) && t->device() == x.device(), "", op, ": ", name, " is ", t->describe(),
+                   ", expected [", x.dim(1), "] on ", x.device().str());
+  }
+}
+
 std::mutex g_mu;
 Precision g_precision = Precision::kFloat32;
 
@@ -77,6 +87,7 @@ struct Arena {
         ALEXNET_CUDA_CHECK(cudaFree(data));
       }
       data = nullptr;
+      bytes = 0;
       ALEXNET_CUDA_CHECK(cudaMalloc(&data, need));
       bytes = need;
     }
@@ -138,7 +149,19 @@ struct ConvPlan {
   cudnnConvolutionBwdDataAlgo_t bwd_data{};
   cudnnConvolutionBwdFilterAlgo_t bwd_filter{};
   size_t fwd_ws = 0, bwd_data_ws = 0, bwd_filter_ws = 0;
+  // The math type each chosen algorithm was timed with: set on the descriptor before each call, so cuDNN
+  // runs the kernel it timed (float32 plans keep CUDNN_FMA_MATH).
+  cudnnMathType_t fwd_math = CUDNN_FMA_MATH, bwd_data_math = CUDNN_FMA_MATH, bwd_filter_math = CUDNN_FMA_MATH;
 };
+
+// Puts the math type of the direction about to run on the plan's descriptor (one host thread issues
+// every convolution, so the shared descriptor is not raced).
+void use_math(const ConvPlan& plan, cudnnMathType_t m) { CUDNN_OK(cudnnSetConvolutionMathType(plan.conv, m)); }
+
+// The math type a plan searches with: float32 FMA only (TF32 off); tf32 and bf16 tensor cores.
+cudnnMathType_t plan_math(const ConvPlan& plan) {
+  return plan.math == ConvMath::kF32 ? CUDNN_FMA_MATH : CUDNN_TENSOR_OP_MATH;
+}
 
 // The largest workspace an algorithm search may use.
 constexpr size_t kSearchWorkspace = size_t{512} << 20;
@@ -168,21 +191,30 @@ ConvPlan& conv_plan(const Tensor& x, const Tensor& w, const ConvParams& p, ConvM
   CUDNN_OK(cudnnSetConvolution2dDescriptor(plan->conv, p.pad, p.pad, p.stride, p.stride, 1, 1,
                                            CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
   CUDNN_OK(cudnnSetConvolutionGroupCount(plan->conv, p.groups));
-  // float32: FMA only (TF32 off); tf32 and bf16: tensor cores.
-  CUDNN_OK(cudnnSetConvolutionMathType(plan->conv, math == ConvMath::kF32 ? CUDNN_FMA_MATH : CUDNN_TENSOR_OP_MATH));
+  CUDNN_OK(cudnnSetConvolutionMathType(plan->conv, plan_math(*plan)));
   slot = std::move(plan);
   return *slot;
 }
 
 // The fastest deterministic algorithm of a cudnnFind... result list (sorted fastest first), else the
 // fastest that works (then repeated runs may differ in the last bits), else null.
+// A float32 plan takes no result that was timed with tensor-core math.
 template <class Perf>
-const Perf* pick(const Perf* perf, int count) {
+const Perf* pick(const Perf* perf, int count, ConvMath math) {
+  auto usable = [&](const Perf& r) {
+    return r.status == CUDNN_STATUS_SUCCESS &&
+           (math != ConvMath::kF32 || (r.mathType != CUDNN_TENSOR_OP_MATH &&
+                                       r.mathType != CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION));
+  };
   for (int i = 0; i < count; ++i)
-    if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].determinism == CUDNN_DETERMINISTIC) return &perf[i];
+    if (usable(perf[i]) && perf[i].determinism == CUDNN_DETERMINISTIC) return &perf[i];
   for (int i = 0; i < count; ++i)
-    if (perf[i].status == CUDNN_STATUS_SUCCESS) return &perf[i];
+    if (usable(perf[i])) return &perf[i];
   return nullptr;
+}
+
+cudnnMathType_t timed_math(const ConvPlan& plan, cudnnMathType_t searched) {
+  return plan.math == ConvMath::kF32 ? CUDNN_FMA_MATH : searched;
 }
 
 __global__ void to_bf16(const float* a, __nv_bfloat16* b, int64_t n) {
@@ -252,31 +284,34 @@ __global__ void bias_grad_nchw(const float* dy, float* db, int64_t N, int64_t K,
 
 // ---- batch norm: one block per channel; sums in double ----
 
-// x viewed as [N, C, S] (S = H*W, or 1 for [N, C]).
+// x viewed as [N, C, S] (S = H*W, or 1 for [N, C]). Two passes, as batchnorm_cpu.cc: the mean, then the
+// mean squared deviation from it (no E[x^2] - mean^2 cancellation when |mean| >> std).
 __global__ void bn_stats(const float* x, double* mean, double* var, int64_t N, int64_t C, int64_t S) {
-  __shared__ double s1[kThreads], s2[kThreads];
-  const int64_t c = blockIdx.x;
-  double a = 0, b = 0;
-  for (int64_t i = threadIdx.x; i < N * S; i += blockDim.x) {
-    const double v = x[((i / S) * C + c) * S + i % S];
-    a += v;
-    b += v * v;
-  }
-  s1[threadIdx.x] = a;
-  s2[threadIdx.x] = b;
-  __syncthreads();
-  for (int step = blockDim.x / 2; step > 0; step /= 2) {
-    if (threadIdx.x < step) {
-      s1[threadIdx.x] += s1[threadIdx.x + step];
-      s2[threadIdx.x] += s2[threadIdx.x + step];
-    }
+  __shared__ double part[kThreads];
+  const int64_t c = blockIdx.x, m = N * S;
+  auto block_sum = [&](double v) {
+    part[threadIdx.x] = v;
     __syncthreads();
+    for (int step = blockDim.x / 2; step > 0; step /= 2) {
+      if (threadIdx.x < step) part[threadIdx.x] += part[threadIdx.x + step];
+      __syncthreads();
+    }
+    const double total = part[0];
+    __syncthreads();  // part is reused by the next sum
+    return total;
+  };
+  double a = 0;
+  for (int64_t i = threadIdx.x; i < m; i += blockDim.x) a += x[((i / S) * C + c) * S + i % S];
+  const double mu = block_sum(a) / static_cast<double>(m);
+  double b = 0;
+  for (int64_t i = threadIdx.x; i < m; i += blockDim.x) {
+    const double d = x[((i / S) * C + c) * S + i % S] - mu;
+    b += d * d;
   }
+  const double v = block_sum(b) / static_cast<double>(m);
   if (threadIdx.x == 0) {
-    const double m = N * S;
-    const double mu = s1[0] / m;
     mean[c] = mu;
-    var[c] = fmax(s2[0] / m - mu * mu, 0.0);
+    var[c] = v;
   }
 }
 
@@ -399,15 +434,17 @@ bool choose_forward(ConvPlan& plan, StreamContext& ctx, CudaStream s, const void
   cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
   int count = 0;
   void* ws = ctx.workspace.ensure(kSearchWorkspace, s);
+  use_math(plan, plan_math(plan));
   if (!searched(cudnnFindConvolutionForwardAlgorithmEx(ctx.cudnn, plan.x, x, plan.w, w, plan.conv, plan.y, y,
                                                       CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &count, perf, ws,
                                                       kSearchWorkspace),
                 "forward"))
     return false;
-  const auto* best = pick(perf, count);
+  const auto* best = pick(perf, count, plan.math);
   if (!best) return false;
   plan.fwd = best->algo;
   plan.fwd_ws = best->memory;
+  plan.fwd_math = timed_math(plan, best->mathType);
   plan.chosen_fwd = true;
   return true;
 }
@@ -417,6 +454,7 @@ bool choose_backward(ConvPlan& plan, StreamContext& ctx, CudaStream s, const voi
   void* ws = nullptr;
   if (!plan.chosen_filter) {
     ws = ctx.workspace.ensure(kSearchWorkspace, s);
+    use_math(plan, plan_math(plan));
     cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
     int count = 0;
     if (!searched(cudnnFindConvolutionBackwardFilterAlgorithmEx(ctx.cudnn, plan.x, x, plan.y, dy, plan.conv, plan.w,
@@ -424,14 +462,16 @@ bool choose_backward(ConvPlan& plan, StreamContext& ctx, CudaStream s, const voi
                                                                 perf, ws, kSearchWorkspace),
                   "backward-filter"))
       return false;
-    const auto* best = pick(perf, count);
+    const auto* best = pick(perf, count, plan.math);
     if (!best) return false;
     plan.bwd_filter = best->algo;
     plan.bwd_filter_ws = best->memory;
+    plan.bwd_filter_math = timed_math(plan, best->mathType);
     plan.chosen_filter = true;
   }
   if (dx && !plan.chosen_data) {
     ws = ctx.workspace.ensure(kSearchWorkspace, s);
+    use_math(plan, plan_math(plan));
     cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
     int count = 0;
     if (!searched(cudnnFindConvolutionBackwardDataAlgorithmEx(ctx.cudnn, plan.w, w, plan.y, dy, plan.conv, plan.x, dx,
@@ -439,10 +479,11 @@ bool choose_backward(ConvPlan& plan, StreamContext& ctx, CudaStream s, const voi
                                                               kSearchWorkspace),
                   "backward-data"))
       return false;
-    const auto* best = pick(perf, count);
+    const auto* best = pick(perf, count, plan.math);
     if (!best) return false;
     plan.bwd_data = best->algo;
     plan.bwd_data_ws = best->memory;
+    plan.bwd_data_math = timed_math(plan, best->mathType);
     plan.chosen_data = true;
   }
   return true;
@@ -466,8 +507,9 @@ void conv_forward_float(ConvPlan& plan, StreamContext& ctx, const Tensor& x, con
                 "cuDNN offers no forward algorithm for the convolution ", x.describe(), " * ", w.describe());
   const float one = 1.0f, zero = 0.0f;
   void* ws = ctx.workspace.ensure(plan.fwd_ws, s);
+  use_math(plan, plan.fwd_math);
   CUDNN_OK(cudnnConvolutionForward(ctx.cudnn, &one, plan.x, x.data<float>(), plan.w, w.data<float>(), plan.conv,
-                                   plan.fwd, ws, plan.fwd_ws, &zero, plan.y, y.data<float>()));
+                                   plan.fwd, ws, ctx.workspace.bytes, &zero, plan.y, y.data<float>()));
   add_bias_nchw<<<blocks_for(y.numel()), kThreads, 0, s>>>(y.data<float>(), b.data<float>(), y.numel(), y.dim(1),
                                                            y.dim(2) * y.dim(3), post_relu);
 }
@@ -485,8 +527,9 @@ bool conv_forward_bf16(ConvPlan& plan, StreamContext& ctx, const Tensor& x, cons
   }
   const float one = 1.0f, zero = 0.0f;
   void* ws = ctx.workspace.ensure(plan.fwd_ws, s);
-  CUDNN_OK(cudnnConvolutionForward(ctx.cudnn, &one, plan.x, xb, plan.w, wb, plan.conv, plan.fwd, ws, plan.fwd_ws,
-                                   &zero, plan.y, yb));
+  use_math(plan, plan.fwd_math);
+  CUDNN_OK(cudnnConvolutionForward(ctx.cudnn, &one, plan.x, xb, plan.w, wb, plan.conv, plan.fwd, ws,
+                                   ctx.workspace.bytes, &zero, plan.y, yb));
   add_bias_nchw_from_bf16<<<blocks_for(y.numel()), kThreads, 0, s>>>(yb, y.data<float>(), b.data<float>(), y.numel(),
                                                                      y.dim(1), y.dim(2) * y.dim(3), post_relu);
   return true;
@@ -499,11 +542,14 @@ void conv_backward_float(ConvPlan& plan, StreamContext& ctx, const Tensor& x, co
                 "cuDNN offers no backward algorithm for the convolution ", x.describe(), " * ", w.describe());
   const float one = 1.0f, zero = 0.0f;
   void* ws = ctx.workspace.ensure(std::max(plan.bwd_filter_ws, dx ? plan.bwd_data_ws : 0), s);
+  use_math(plan, plan.bwd_filter_math);
   CUDNN_OK(cudnnConvolutionBackwardFilter(ctx.cudnn, &one, plan.x, x.data<float>(), plan.y, dy.data<float>(), plan.conv,
-                                          plan.bwd_filter, ws, plan.bwd_filter_ws, &zero, plan.w, dw.data<float>()));
-  if (dx)
+                                          plan.bwd_filter, ws, ctx.workspace.bytes, &zero, plan.w, dw.data<float>()));
+  if (dx) {
+    use_math(plan, plan.bwd_data_math);
     CUDNN_OK(cudnnConvolutionBackwardData(ctx.cudnn, &one, plan.w, w.data<float>(), plan.y, dy.data<float>(), plan.conv,
-                                          plan.bwd_data, ws, plan.bwd_data_ws, &zero, plan.x, dx->data<float>()));
+                                          plan.bwd_data, ws, ctx.workspace.bytes, &zero, plan.x, dx->data<float>()));
+  }
 }
 
 // As conv_forward_bf16: the gradients are computed from bf16 operands and widened to float32.
@@ -520,12 +566,14 @@ bool conv_backward_bf16(ConvPlan& plan, StreamContext& ctx, const Tensor& x, con
   }
   const float one = 1.0f, zero = 0.0f;
   void* ws = ctx.workspace.ensure(std::max(plan.bwd_filter_ws, dx ? plan.bwd_data_ws : 0), s);
+  use_math(plan, plan.bwd_filter_math);
   CUDNN_OK(cudnnConvolutionBackwardFilter(ctx.cudnn, &one, plan.x, xb, plan.y, dyb, plan.conv, plan.bwd_filter, ws,
-                                          plan.bwd_filter_ws, &zero, plan.w, dwb));
+                                          ctx.workspace.bytes, &zero, plan.w, dwb));
   convert_from_bf16(dwb, dw, s);
   if (dx) {
+    use_math(plan, plan.bwd_data_math);
     CUDNN_OK(cudnnConvolutionBackwardData(ctx.cudnn, &one, plan.w, wb, plan.y, dyb, plan.conv, plan.bwd_data, ws,
-                                          plan.bwd_data_ws, &zero, plan.x, dxb));
+                                          ctx.workspace.bytes, &zero, plan.x, dxb));
     convert_from_bf16(dxb, *dx, s);
   }
   return true;
@@ -555,11 +603,24 @@ void set_cuda_precision(Precision p) {
   g_precision = p;
 }
 
+namespace {
+
+// x [N, C, H, W], w [K, C / groups, R, R] (square kernels: the plan cache keys on R), y [N, K, Ho, Wo].
+bool conv_shapes_match(const Tensor& x, const Tensor& w, const Tensor& y, const ConvParams& p) {
+  return y.ndim() == 4 && p.groups >= 1 && w.dim(2) == w.dim(3) && x.dim(1) == w.dim(1) * p.groups &&
+         w.dim(0) % p.groups == 0 && y.dim(0) == x.dim(0) && y.dim(1) == w.dim(0) &&
+         y.dim(2) == conv_out_size(x.dim(2), w.dim(2), p.stride, p.pad) &&
+         y.dim(3) == conv_out_size(x.dim(3), w.dim(3), p.stride, p.pad);
+}
+
+}  // namespace
+
 void conv2d_forward_cuda(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y, const ConvParams& p,
                          bool post_relu, CudaStream s) {
   for (const Tensor* t : std::initializer_list<const Tensor*>{&x, &w, &b, &y}) check_f32(*t, "conv2d_forward", "an argument");
-  ALEXNET_ASSERT(x.ndim() == 4 && w.ndim() == 4 && y.ndim() == 4 && y.dim(1) == w.dim(0) && b.numel() == w.dim(0),
-                 "conv2d_forward: x ", x.describe(), " w ", w.describe(), " b ", b.describe(), " y ", y.describe());
+  ALEXNET_ASSERT(x.ndim() == 4 && w.ndim() == 4 && b.numel() == w.dim(0) && conv_shapes_match(x, w, y, p),
+                 "conv2d_forward: x ", x.describe(), " w ", w.describe(), " b ", b.describe(), " y ", y.describe(),
+                 " stride ", p.stride, " pad ", p.pad, " groups ", p.groups);
   ALEXNET_CUDA_CHECK(cudaSetDevice(x.device().index));
   StreamContext& ctx = context(x.device().index, s);
   ConvPlan* plan = &plan_for(x, w, p);
@@ -578,9 +639,10 @@ void conv2d_backward_cuda(const Tensor& x, const Tensor& w, const Tensor& dy, Te
     check_f32(*dx, "conv2d_backward", "dx");
     ALEXNET_ASSERT(dx->shape() == x.shape(), "conv2d_backward: dx ", dx->describe(), " x ", x.describe());
   }
-  ALEXNET_ASSERT(dw.shape() == w.shape() && db.numel() == w.dim(0) && dy.ndim() == 4 && dy.dim(1) == w.dim(0),
-                 "conv2d_backward: w ", w.describe(), " dw ", dw.describe(), " db ", db.describe(), " dy ",
-                 dy.describe());
+  ALEXNET_ASSERT(x.ndim() == 4 && w.ndim() == 4 && dw.shape() == w.shape() && db.numel() == w.dim(0) &&
+                     conv_shapes_match(x, w, dy, p),
+                 "conv2d_backward: x ", x.describe(), " w ", w.describe(), " dw ", dw.describe(), " db ", db.describe(),
+                 " dy ", dy.describe(), " stride ", p.stride, " pad ", p.pad, " groups ", p.groups);
   ALEXNET_CUDA_CHECK(cudaSetDevice(x.device().index));
   StreamContext& ctx = context(x.device().index, s);
   ConvPlan* plan = &plan_for(x, w, p);
@@ -632,6 +694,16 @@ void batchnorm_forward_cuda(const Tensor& x, const Tensor& gamma, const Tensor& 
   check_f32(x, "batchnorm_forward", "x");
   ALEXNET_ASSERT(x.ndim() == 2 || x.ndim() == 4, "batchnorm_forward: x ", x.describe());
   const int64_t N = x.dim(0), C = x.dim(1), S = x.ndim() == 4 ? x.dim(2) * x.dim(3) : 1;
+  check_channel_vectors("batchnorm_forward", x, {{"gamma", &gamma}, {"beta", &beta}, {"running_mean", &running_mean},
+                                                 {"running_var", &running_var}});
+  check_f32(y, "batchnorm_forward", "y");
+  ALEXNET_ASSERT(y.shape() == x.shape() && y.device() == x.device(), "batchnorm_forward: y ", y.describe(), " for x ",
+                 x.describe());
+  if (training) {
+    check_channel_vectors("batchnorm_forward", x, {{"saved_mean", &saved_mean}, {"saved_invstd", &saved_invstd}});
+    ALEXNET_ASSERT(N * S > 0 && stats_workspace.device() == x.device(), "batchnorm_forward: stats_workspace ",
+                   stats_workspace.describe(), " for x ", x.describe());
+  }
   ALEXNET_CUDA_CHECK(cudaSetDevice(x.device().index));
   if (!training) {
     bn_apply_running<<<blocks_for(x.numel()), kThreads, 0, s>>>(x.data<float>(), y.data<float>(),
@@ -659,7 +731,16 @@ void batchnorm_backward_cuda(const Tensor& x, const Tensor& gamma, const Tensor&
                              const Tensor& saved_invstd, const Tensor& dy, Tensor& dx, Tensor& dgamma, Tensor& dbeta,
                              CudaStream s) {
   check_f32(x, "batchnorm_backward", "x");
+  ALEXNET_ASSERT(x.ndim() == 2 || x.ndim() == 4, "batchnorm_backward: x ", x.describe());
   const int64_t N = x.dim(0), C = x.dim(1), S = x.ndim() == 4 ? x.dim(2) * x.dim(3) : 1;
+  check_channel_vectors("batchnorm_backward", x, {{"gamma", &gamma}, {"saved_mean", &saved_mean},
+                                                  {"saved_invstd", &saved_invstd}, {"dgamma", &dgamma},
+                                                  {"dbeta", &dbeta}});
+  for (const auto& [name, t] : {std::pair<const char*, const Tensor*>{"dy", &dy}, {"dx", &dx}}) {
+    check_f32(*t, "batchnorm_backward", name);
+    ALEXNET_ASSERT(t->shape() == x.shape() && t->device() == x.device(), "batchnorm_backward: ", name, " ",
+                   t->describe(), " for x ", x.describe());
+  }
   ALEXNET_CUDA_CHECK(cudaSetDevice(x.device().index));
   bn_grad_sums<<<static_cast<unsigned>(C), kThreads, 0, s>>>(x.data<float>(), dy.data<float>(), saved_mean.data<float>(),
                                                              saved_invstd.data<float>(), dgamma.data<float>(),
