@@ -22,11 +22,13 @@ void register_cuda_allocator() {
   };
   // A plain cudaMemcpy is ordered with the legacy default stream of the current device only, and through
   // it with that device's blocking streams (the towers' streams): so the current device is the one whose
-  // memory is touched, and a copy between two GPUs first waits for the source GPU's work.
+  // memory is touched. Between two GPUs, cudaMemcpyPeer is ordered with the pending and later work of
+  // both (a device-to-device cudaMemcpy may return while it still reads the source).
   a.copy = [](void* dst, Device dst_dev, const void* src, Device src_dev, size_t bytes) {
     if (dst_dev.is_cuda() && src_dev.is_cuda() && dst_dev.index != src_dev.index) {
-      ALEXNET_CUDA_CHECK(cudaSetDevice(src_dev.index));
-      ALEXNET_CUDA_CHECK(cudaDeviceSynchronize());
+      ALEXNET_CUDA_CHECK(cudaSetDevice(dst_dev.index));
+      ALEXNET_CUDA_CHECK(cudaMemcpyPeer(dst, dst_dev.index, src, src_dev.index, bytes));
+      return;
     }
     ALEXNET_CUDA_CHECK(cudaSetDevice(dst_dev.is_cuda() ? dst_dev.index : src_dev.index));
     ALEXNET_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDefault));

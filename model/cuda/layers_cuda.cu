@@ -154,8 +154,11 @@ __global__ void maxpool_fwd(const float* x, float* y, int32_t* arg, int64_t tota
     for (int a = 0; a < size; ++a)
       for (int b = 0; b < size; ++b) {
         const int64_t e = (y0 + a) * W + x0 + b;
-        if (xp[e] > best) {  // strict: the first maximum in row-major order wins
-          best = xp[e];
+        const float v = xp[e];
+        // As pool_cpu.cc: strictly greater, so the first maximum in row-major order wins, and a NaN always
+        // replaces (a NaN in a window makes its output NaN, as on the CPU).
+        if (v > best || v != v) {
+          best = v;
           where = static_cast<int32_t>(e);
         }
       }
@@ -226,7 +229,9 @@ __global__ void softmax_fwd(const float* z, const int64_t* labels, float* probs,
     const double inv = 1.0 / sum;
     for (int64_t j = 0; j < K; ++j) pr[j] = static_cast<float>(pr[j] * inv);
     const int64_t label = labels[r];
-    row_loss[r] = (label < 0 || label >= K) ? nan("") : log(sum) - (static_cast<double>(zr[label]) - mx);
+    // A row's loss is >= 0 (log sum >= z_label - max): -1 marks a label outside [0, K), so a NaN (from
+    // NaN or infinite logits) passes through to the mean loss, as on the CPU.
+    row_loss[r] = (label < 0 || label >= K) ? -1.0 : log(sum) - (static_cast<double>(zr[label]) - mx);
   }
 }
 
@@ -314,11 +319,28 @@ void tanh_backward_cuda(const Tensor& y, const Tensor& dy, Tensor& dx, CudaStrea
   launched("tanh_backward");
 }
 
+namespace {
+
+// The LRN kernels read windows of their inputs while writing their outputs: no output may be an input
+// (as lrn_cpu.cc asserts).
+void check_lrn_outputs(const char* op, const Tensor& x, const Tensor& y, const Tensor& scale) {
+  ALEXNET_ASSERT(y.raw_data() != x.raw_data() && scale.raw_data() != x.raw_data() && y.raw_data() != scale.raw_data(),
+                 "", op, ": outputs alias x");
+}
+void check_lrn_dx(const char* op, const Tensor& x, const Tensor& y, const Tensor& scale, const Tensor& dy,
+                  const Tensor& dx) {
+  for (const Tensor* t : {&x, &y, &scale, &dy})
+    ALEXNET_ASSERT(dx.raw_data() != t->raw_data(), "", op, ": dx aliases an input");
+}
+
+}  // namespace
+
 void lrn_forward_cuda(const Tensor& x, Tensor& y, Tensor& scale, const LrnParams& p, CudaStream s) {
   check_f32(x, "lrn_forward", "x");
   ALEXNET_ASSERT(x.ndim() == 4 && p.n >= 1, "lrn_forward: x ", x.describe(), " n ", p.n);
   check_like(y, x, "lrn_forward", "y");
   check_like(scale, x, "lrn_forward", "scale");
+  check_lrn_outputs("lrn_forward", x, y, scale);
   set_device(x);
   lrn_across_fwd<<<blocks_for(x.numel()), kThreads, 0, s>>>(
       x.data<float>(), y.data<float>(), scale.data<float>(), x.numel(), x.dim(1), x.dim(2) * x.dim(3), p.n / 2,
@@ -331,6 +353,7 @@ void lrn_backward_cuda(const Tensor& x, const Tensor& y, const Tensor& scale, co
   check_f32(x, "lrn_backward", "x");
   ALEXNET_ASSERT(x.ndim() == 4 && p.n >= 1, "lrn_backward: x ", x.describe(), " n ", p.n);
   for (const Tensor* t : std::initializer_list<const Tensor*>{&y, &scale, &dy, &dx}) check_like(*t, x, "lrn_backward", "an argument");
+  check_lrn_dx("lrn_backward", x, y, scale, dy, dx);
   set_device(x);
   lrn_across_bwd<<<blocks_for(x.numel()), kThreads, 0, s>>>(
       x.data<float>(), y.data<float>(), scale.data<float>(), dy.data<float>(), dx.data<float>(), x.numel(), x.dim(1),
@@ -343,6 +366,7 @@ void lrn2d_forward_cuda(const Tensor& x, Tensor& y, Tensor& scale, const LrnPara
   ALEXNET_ASSERT(x.ndim() == 4 && p.n >= 1, "lrn2d_forward: x ", x.describe(), " n ", p.n);
   check_like(y, x, "lrn2d_forward", "y");
   check_like(scale, x, "lrn2d_forward", "scale");
+  check_lrn_outputs("lrn2d_forward", x, y, scale);
   set_device(x);
   lrn_2d_fwd<<<blocks_for(x.numel()), kThreads, 0, s>>>(
       x.data<float>(), y.data<float>(), scale.data<float>(), x.numel(), x.dim(2), x.dim(3), p.n / 2,
@@ -355,6 +379,7 @@ void lrn2d_backward_cuda(const Tensor& x, const Tensor& y, const Tensor& scale, 
   check_f32(x, "lrn2d_backward", "x");
   ALEXNET_ASSERT(x.ndim() == 4 && p.n >= 1, "lrn2d_backward: x ", x.describe(), " n ", p.n);
   for (const Tensor* t : std::initializer_list<const Tensor*>{&y, &scale, &dy, &dx}) check_like(*t, x, "lrn2d_backward", "an argument");
+  check_lrn_dx("lrn2d_backward", x, y, scale, dy, dx);
   set_device(x);
   lrn_2d_bwd<<<blocks_for(x.numel()), kThreads, 0, s>>>(
       x.data<float>(), y.data<float>(), scale.data<float>(), dy.data<float>(), dx.data<float>(), x.numel(), x.dim(2),
@@ -478,7 +503,7 @@ double softmax_xent_forward_cuda(const Tensor& logits, const Tensor& labels, Ten
   cuda_sync_check(s, "softmax_xent_forward");
   double total = 0;
   for (int64_t r = 0; r < N; ++r) {
-    ALEXNET_CHECK(!std::isnan(host[r]), "softmax_xent: the label of row ", r, " is outside [0, ", K, ")");
+    ALEXNET_CHECK(!(host[r] < 0), "softmax_xent: the label of row ", r, " is outside [0, ", K, ")");
     total += host[r];
   }
   return N > 0 ? total / static_cast<double>(N) : 0.0;
@@ -550,11 +575,13 @@ void cuda_destroy_stream(int device, CudaStream s) {
   cudaStreamDestroy(s);
 }
 
-void cuda_stream_wait(CudaStream waiter, CudaStream producer, int producer_device) {
-  if (waiter == producer) return;
+void cuda_stream_wait(CudaStream waiter, int waiter_device, CudaStream producer, int producer_device) {
+  if (waiter == producer && waiter_device == producer_device) return;
   cudaEvent_t e = marker_of(producer, producer_device);
   ALEXNET_CUDA_CHECK(cudaSetDevice(producer_device));
   ALEXNET_CUDA_CHECK(cudaEventRecord(e, producer));
+  // A null waiter is the legacy stream of its own device: make that device current for the wait.
+  ALEXNET_CUDA_CHECK(cudaSetDevice(waiter_device));
   ALEXNET_CUDA_CHECK(cudaStreamWaitEvent(waiter, e, 0));
 }
 
@@ -594,7 +621,7 @@ void copy_columns_cuda(const Tensor& src, int64_t src_col0, CudaStream src_strea
     return;
   }
   const int dev = dst.device().index;
-  if (src.device().is_cuda()) cuda_stream_wait(dst_stream, src_stream, src.device().index);
+  if (src.device().is_cuda()) cuda_stream_wait(dst_stream, dev, src_stream, src.device().index);
   ALEXNET_CUDA_CHECK(cudaSetDevice(dev));
   float* into = dst.data<float>() + dst_col0;
   size_t into_pitch = dw * sizeof(float);
@@ -605,16 +632,29 @@ void copy_columns_cuda(const Tensor& src, int64_t src_col0, CudaStream src_strea
     into = staging->data<float>();
     into_pitch = row_bytes;
   }
-  // Pageable host memory: the call returns once the source is staged, so the host may reuse it.
-  ALEXNET_CUDA_CHECK(cudaMemcpy2DAsync(into, into_pitch, src.data<float>() + src_col0, sw * sizeof(float), row_bytes, N,
-                                       cudaMemcpyDefault, dst_stream));
+  if (src.device().is_cuda() && src.device().index != dev) {
+    // Between two GPUs: the peer form of a pitched copy, direct where peer access is enabled
+    // (cuda_enable_peer_access), staged by the driver where it is not.
+    cudaMemcpy3DPeerParms c{};
+    c.srcPtr = make_cudaPitchedPtr(const_cast<float*>(src.data<float>() + src_col0), sw * sizeof(float), row_bytes,
+                                   static_cast<size_t>(N));
+    c.srcDevice = src.device().index;
+    c.dstPtr = make_cudaPitchedPtr(into, into_pitch, row_bytes, static_cast<size_t>(N));
+    c.dstDevice = dev;
+    c.extent = make_cudaExtent(row_bytes, static_cast<size_t>(N), 1);
+    ALEXNET_CUDA_CHECK(cudaMemcpy3DPeerAsync(&c, dst_stream));
+  } else {
+    // Pageable host memory: the call returns once the source is staged, so the host may reuse it.
+    ALEXNET_CUDA_CHECK(cudaMemcpy2DAsync(into, into_pitch, src.data<float>() + src_col0, sw * sizeof(float), row_bytes,
+                                         N, cudaMemcpyDefault, dst_stream));
+  }
   if (accumulate) {
     add_columns<<<blocks_for(N * width), kThreads, 0, dst_stream>>>(dst.data<float>(), dw, dst_col0,
                                                                     staging->data<float>(), width, N);
     launched("copy_columns");
   }
   // The producer's later writes to src wait for this read.
-  if (src.device().is_cuda()) cuda_stream_wait(src_stream, dst_stream, dev);
+  if (src.device().is_cuda()) cuda_stream_wait(src_stream, src.device().index, dst_stream, dev);
 }
 
 void cuda_sync_device(int device, const char* what) {

@@ -101,9 +101,10 @@ void cuda_destroy_stream(int device, CudaStream stream);
 // Frees what the library-backed layers keep for (device, stream): handles, workspace, bf16 arena
 // (dense_cuda.cu). cuda_destroy_stream calls it.
 void cuda_release_stream_resources(int device, CudaStream stream);
-// `waiter` (a stream of any device, nullptr: the current device's legacy stream) waits on the device,
-// without a host synchronisation, for the work queued so far on `producer` (a stream of `producer_device`).
-void cuda_stream_wait(CudaStream waiter, CudaStream producer, int producer_device);
+// `waiter` (a stream of `waiter_device`, nullptr: its legacy stream) waits on the device, without a host
+// synchronisation, for the work queued so far on `producer` (a stream of `producer_device`, nullptr: its
+// legacy stream).
+void cuda_stream_wait(CudaStream waiter, int waiter_device, CudaStream producer, int producer_device);
 // Lets devices a and b read each other's memory (both directions) when the hardware allows; returns
 // whether it does. Copies between them work either way (through the host when not).
 bool cuda_enable_peer_access(int a, int b);

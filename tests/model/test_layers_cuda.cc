@@ -115,11 +115,15 @@ TEST_F(CudaLayers, LrnAcrossAndWithin) {
 }
 
 TEST_F(CudaLayers, MaxPoolOverlappingAndNot) {
+  for (bool with_nan : {false, true})
   for (PoolParams p : {PoolParams{3, 2}, PoolParams{2, 2}, PoolParams{3, 1}}) {
     const Shape s{2, 3, 13, 11};
     Tensor x = host(s);
-    // Ties: a few repeated values so the first-maximum rule matters.
+    // Ties: a few repeated values so the first-maximum rule matters; then NaNs, which replace the
+    // window's best wherever they stand (the CPU's rule), so those outputs are NaN.
     for (int64_t i = 0; i < x.numel(); i += 5) x.data<float>()[i] = 0.5f;
+    if (with_nan)
+      for (int64_t i = 3; i < x.numel(); i += 17) x.data<float>()[i] = std::numeric_limits<float>::quiet_NaN();
     const Shape o{2, 3, (13 - p.size) / p.stride + 1, (11 - p.size) / p.stride + 1};
     Tensor y = Tensor::empty(o), arg = Tensor::empty(o, DType::kI32), dx = Tensor::empty(s);
     Tensor dy = host(o);
@@ -130,9 +134,12 @@ TEST_F(CudaLayers, MaxPoolOverlappingAndNot) {
     maxpool_backward_cuda(gpu(dy), garg, gdx, p, nullptr);
     cuda_sync_check(nullptr, "maxpool");
     Tensor harg = garg.clone(Device::cpu());
-    EXPECT_EQ(std::memcmp(harg.raw_data(), arg.raw_data(), arg.nbytes()), 0) << "argmax, pool " << p.size;
-    EXPECT_EQ(max_rel(gy, y), 0.0) << "pool " << p.size;
-    EXPECT_EQ(max_rel(gdx, dx), 0.0) << "pool backward " << p.size << " (same sums in the same order)";
+    Tensor hy = gy.clone(Device::cpu());
+    const std::string what = "pool " + std::to_string(p.size) + "/" + std::to_string(p.stride) +
+                             (with_nan ? " with NaNs" : "");
+    EXPECT_EQ(std::memcmp(harg.raw_data(), arg.raw_data(), arg.nbytes()), 0) << "argmax, " << what;
+    EXPECT_EQ(std::memcmp(hy.raw_data(), y.raw_data(), y.nbytes()), 0) << what;  // NaNs included
+    EXPECT_EQ(max_rel(gdx, dx), 0.0) << "backward, " << what << " (same sums in the same order)";
   }
 }
 
@@ -141,23 +148,29 @@ TEST_F(CudaLayers, DropoutMasksAreTheCpus) {
   Tensor x = host({N, U}), dy = host({N, U});
   const std::vector<int64_t> ids = {5, 1000003, 17, 9, 123456789012, 0};
   Tensor id_host = Tensor::from_vector<int64_t>({N}, ids);
+  // Unit offsets on and off a multiple of 4 (the Philox word of a unit), with and without sample ids.
+  for (int64_t offset : {int64_t{2048}, int64_t{2050}})
+  for (bool with_ids : {true, false})
   for (double p : {0.5, 0.1, 0.9}) {
     DropoutKeying k;
     k.key = make_key(seed_, RngPurpose::kDropout, 6);
     k.step = 4242;
-    k.sample_ids = ids.data();
-    k.unit_offset = 2048;
+    k.sample_ids = with_ids ? ids.data() : nullptr;
+    k.unit_offset = offset;
     Tensor y = Tensor::empty({N, U}), mask = Tensor::empty({N, U}, DType::kU8), dx = Tensor::empty({N, U});
     dropout_forward_cpu(x, y, mask, p, k);
     dropout_backward_cpu(dy, mask, p, dx);
     Tensor gy = poisoned({N, U}), gmask = poisoned({N, U}, DType::kU8), gdx = poisoned({N, U});
-    dropout_forward_cuda(gpu(x), gy, gmask, p, k.key, k.step, gpu(id_host), k.unit_offset, nullptr);
+    dropout_forward_cuda(gpu(x), gy, gmask, p, k.key, k.step, with_ids ? gpu(id_host) : Tensor{}, k.unit_offset,
+                         nullptr);
     dropout_backward_cuda(gpu(dy), gmask, p, gdx, nullptr);
     cuda_sync_check(nullptr, "dropout");
     Tensor hmask = gmask.clone(Device::cpu());
-    EXPECT_EQ(std::memcmp(hmask.raw_data(), mask.raw_data(), mask.nbytes()), 0) << "p " << p;
-    EXPECT_EQ(max_rel(gy, y), 0.0) << "p " << p;
-    EXPECT_EQ(max_rel(gdx, dx), 0.0) << "p " << p;
+    const std::string what = "p " + std::to_string(p) + " offset " + std::to_string(offset) +
+                             (with_ids ? " with sample ids" : " without sample ids");
+    EXPECT_EQ(std::memcmp(hmask.raw_data(), mask.raw_data(), mask.nbytes()), 0) << what;
+    EXPECT_EQ(max_rel(gy, y), 0.0) << what;
+    EXPECT_EQ(max_rel(gdx, dx), 0.0) << what;
   }
 }
 
@@ -180,6 +193,17 @@ TEST_F(CudaLayers, SoftmaxCrossEntropy) {
     EXPECT_LE(max_rel(gprobs, probs), 1e-6) << "K " << K;
     EXPECT_LE(max_rel(gd, d), 1e-6) << "K " << K;
   }
+}
+
+TEST_F(CudaLayers, SoftmaxNanLogitsGiveANanLossNotALabelError) {
+  // Divergence: a NaN logit makes the mean loss NaN (as on the CPU, where the worker reports it as such).
+  Tensor z = host({5, 4});
+  z.data<float>()[3 * 4 + 2] = std::numeric_limits<float>::quiet_NaN();
+  Tensor labels = Tensor::from_vector<int64_t>({5}, {0, 1, 2, 3, 0});
+  Tensor probs = Tensor::empty({5, 4});
+  EXPECT_TRUE(std::isnan(softmax_xent_forward_cpu(z, labels, probs)));
+  Tensor gprobs = poisoned({5, 4}), rows = poisoned({5}, DType::kF64);
+  EXPECT_TRUE(std::isnan(softmax_xent_forward_cuda(gpu(z), gpu(labels), gprobs, rows, nullptr)));
 }
 
 TEST_F(CudaLayers, SoftmaxRejectsABadLabel) {
