@@ -458,15 +458,21 @@ Tensor AlexNet::forward(const Tensor* images, const CropBatch* crops, bool train
     Tensor n2 = norm(t, 2, a2, "n2");
     pool2[t] = pool_fwd(t, n2, p2, "p2");
   }
+  // Where the towers cross, both gathers are queued before either tower's compute: a gather makes the
+  // reading stream wait for the other tower's stream (and that one for the copy), so a gather queued
+  // after tower 0's compute would hold tower 1 back until that compute had finished.
   // conv3 sees both towers' maps (tower 0's channels first).
+  std::array<Tensor*, kTowers> in3{};
+  for (int t = 0; t < kTowers; ++t) {
+    in3[t] = &scratch(t, "in3", {n, 2 * kConv2, p2, p2});
+    put_columns(pool2[0], stream(0), *in3[t], stream(t), 0);
+    put_columns(pool2[1], stream(1), *in3[t], stream(t), kConv2 * p2 * p2);
+  }
   std::array<Tensor, kTowers> pool5;
   for (int t = 0; t < kTowers; ++t) {
     ops::StreamScope on(stream(t));
-    Tensor& in3 = scratch(t, "in3", {n, 2 * kConv2, p2, p2});
-    put_columns(pool2[0], stream(0), in3, stream(t), 0);
-    put_columns(pool2[1], stream(1), in3, stream(t), kConv2 * p2 * p2);
     Tensor& a3 = scratch(t, "a3", {n, kConv3, p2, p2});
-    ops::conv2d_forward(in3, P(t, "conv3/weight"), P(t, "conv3/bias"), a3, {1, 1, 1}, relu);
+    ops::conv2d_forward(*in3[t], P(t, "conv3/weight"), P(t, "conv3/bias"), a3, {1, 1, 1}, relu);
     act(a3);
     Tensor& a4 = scratch(t, "a4", {n, kConv4, p2, p2});
     ops::conv2d_forward(a3, P(t, "conv4/weight"), P(t, "conv4/bias"), a4, {1, 1, 1}, relu);
@@ -482,28 +488,35 @@ Tensor AlexNet::forward(const Tensor* images, const CropBatch* crops, bool train
   for (int l = 0; l < 2; ++l) {
     std::array<Tensor, kTowers> next;
     const std::string tag = fcs[l];
+    std::array<Tensor*, kTowers> in{};
+    const int64_t w0 = prev[0].numel() / n;
+    for (int t = 0; t < kTowers; ++t) {
+      in[t] = &scratch(t, "in_" + tag, {n, w0 + prev[1].numel() / n});
+      put_columns(prev[0], stream(0), *in[t], stream(t), 0);
+      put_columns(prev[1], stream(1), *in[t], stream(t), w0);
+    }
     for (int t = 0; t < kTowers; ++t) {
       ops::StreamScope on(stream(t));
-      const int64_t w0 = prev[0].numel() / n;
-      Tensor& in = scratch(t, "in_" + tag, {n, w0 + prev[1].numel() / n});
-      put_columns(prev[0], stream(0), in, stream(t), 0);
-      put_columns(prev[1], stream(1), in, stream(t), w0);
-      Tensor& h = fc(t, in, fcs[l], kFc, "h_" + tag);
+      Tensor& h = fc(t, *in[t], fcs[l], kFc, "h_" + tag);
       next[t] = drop(t, h, static_cast<uint32_t>(6 + l), "d_" + tag);
     }
     prev = next;
   }
   Tensor& logits = scratch(-1, "logits", {n, cfg_.num_classes});
   const int64_t split8 = table_[index_of("fc8/weight")].split;
+  std::array<Tensor*, kTowers> in8{}, out8{};
+  for (int t = 0; t < kTowers; ++t) {
+    in8[t] = &scratch(t, "in_fc8", {n, 2 * kFc});
+    put_columns(prev[0], stream(0), *in8[t], stream(t), 0);
+    put_columns(prev[1], stream(1), *in8[t], stream(t), kFc);
+  }
   for (int t = 0; t < kTowers; ++t) {
     ops::StreamScope on(stream(t));
-    Tensor& in = scratch(t, "in_fc8", {n, 2 * kFc});
-    put_columns(prev[0], stream(0), in, stream(t), 0);
-    put_columns(prev[1], stream(1), in, stream(t), kFc);
-    Tensor& out = scratch(t, "logits", {n, t == 0 ? split8 : cfg_.num_classes - split8});
-    ops::linear_forward(in, P(t, "fc8/weight"), P(t, "fc8/bias"), out, false);
-    put_columns(out, stream(t), logits, nullptr, t == 0 ? 0 : split8);
+    out8[t] = &scratch(t, "logits", {n, t == 0 ? split8 : cfg_.num_classes - split8});
+    ops::linear_forward(*in8[t], P(t, "fc8/weight"), P(t, "fc8/bias"), *out8[t], false);
   }
+  // Both towers' fc8 are queued before the host waits for the first one's logits.
+  for (int t = 0; t < kTowers; ++t) put_columns(*out8[t], stream(t), logits, nullptr, t == 0 ? 0 : split8);
   return logits;
 }
 
@@ -547,16 +560,17 @@ void AlexNet::backward(const Tensor& dlogits) {
     ready(t, "fc8");
   }
   std::string next_dx = "dx_fc8";
+  // As in forward: at each crossing both towers' scatters are queued before either tower's compute.
   for (const std::string layer : {"fc7", "fc6"}) {
     for (int t = 0; t < kTowers; ++t) {
       ops::StreamScope on(stream(t));
-      Tensor& dh = scratch(t, "dh_" + layer, {n, kFc});
-      scatter(next_dx, t * kFc, dh, t);
-      if (dropout) ops::dropout_backward(dh, ws(t, "d_" + layer + ".mask"), cfg_.dropout, dh);
-      act_bwd(ws(t, "h_" + layer), dh);
+      scatter(next_dx, t * kFc, scratch(t, "dh_" + layer, {n, kFc}), t);
     }
     for (int t = 0; t < kTowers; ++t) {
       ops::StreamScope on(stream(t));
+      Tensor& dh = ws(t, "dh_" + layer);
+      if (dropout) ops::dropout_backward(dh, ws(t, "d_" + layer + ".mask"), cfg_.dropout, dh);
+      act_bwd(ws(t, "h_" + layer), dh);
       Tensor& dx = scratch(t, "dx_" + layer, ws(t, "in_" + layer).shape());
       ops::linear_backward(ws(t, "in_" + layer), W(t, layer), ws(t, "dh_" + layer), &dx, GW(t, layer),
                           GB(t, layer));
@@ -567,8 +581,11 @@ void AlexNet::backward(const Tensor& dlogits) {
   const int64_t p2 = s.pool2, p5 = s.pool5;
   for (int t = 0; t < kTowers; ++t) {
     ops::StreamScope on(stream(t));
-    Tensor& dp5 = scratch(t, "dp5", {n, kConv5, p5, p5});
-    scatter("dx_fc6", t * kConv5 * p5 * p5, dp5, t);
+    scatter("dx_fc6", t * kConv5 * p5 * p5, scratch(t, "dp5", {n, kConv5, p5, p5}), t);
+  }
+  for (int t = 0; t < kTowers; ++t) {
+    ops::StreamScope on(stream(t));
+    Tensor& dp5 = ws(t, "dp5");
     Tensor& da5 = scratch(t, "da5", {n, kConv5, p2, p2});
     ops::maxpool_backward(dp5, ws(t, "p5.argmax"), da5, pool);
     act_bwd(ws(t, "a5"), da5);
@@ -586,9 +603,12 @@ void AlexNet::backward(const Tensor& dlogits) {
   }
   for (int t = 0; t < kTowers; ++t) {
     ops::StreamScope on(stream(t));
+    scatter("dx_in3", t * kConv2 * p2 * p2, scratch(t, "dp2", {n, kConv2, p2, p2}), t);
+  }
+  for (int t = 0; t < kTowers; ++t) {
+    ops::StreamScope on(stream(t));
     Tower& tw = towers_[t];
-    Tensor& dp2 = scratch(t, "dp2", {n, kConv2, p2, p2});
-    scatter("dx_in3", t * kConv2 * p2 * p2, dp2, t);
+    Tensor& dp2 = ws(t, "dp2");
     for (int which : {2, 1}) {
       // pool -> norm -> activation -> conv, for conv2 then conv1.
       const std::string k = std::to_string(which);

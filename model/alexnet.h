@@ -179,9 +179,10 @@ class AlexNet {
   NetShapes shapes_;
   std::vector<ParamInfo> table_;
   std::array<Device, kTowers> devices_;
+  // Before towers_: destroyed after the tower streams that read it have been synchronised and destroyed.
+  std::array<Tensor, kTowers> input_mean_;  // set_input_mean, on each tower's device
   std::array<Tower, kTowers> towers_;
   std::map<std::string, Tensor> shared_ws_;
-  std::array<Tensor, kTowers> input_mean_;  // set_input_mean, on each tower's device
   bool pass_dropout_ = false;  // whether the last forward pass applied dropout
   std::function<void(int, size_t)> grad_ready_;  // the running pass's PassOptions::on_grad_ready
 };

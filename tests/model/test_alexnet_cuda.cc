@@ -1,15 +1,19 @@
 // The two-tower graph on CUDA devices against the same graph on the CPU: the same initialisation and
 // batch (fresh random pixels each run), dropout on with sample ids, then logits, loss, every gradient,
 // the weights after two SGD steps and the inference logits. Both towers on GPU 0, and one tower per GPU
-// when two are present. Label gpu: skips without a device.
+// when two are present. Also the uint8 input path (CropBatch), TF32 and bf16, and a short training run.
+// Label gpu: skips without a device.
 #include <gtest/gtest.h>
 
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <string>
 #include <vector>
 
 #include "core/device.h"
+#include "core/rng.h"
+#include "data_service/augment.h"
 #include "model/alexnet.h"
 #include "model/cuda/layers_cuda.h"
 #include "tests/common/gradcheck.h"
@@ -19,6 +23,15 @@ namespace alexnet {
 namespace {
 
 using testing::rel_l2_diff;
+
+// Sets the GPU precision for a scope and puts float32 back when it ends, a failing assertion or an
+// exception included, so no test runs in the precision another one left behind.
+struct PrecisionScope {
+  explicit PrecisionScope(Precision p) { set_cuda_precision(p); }
+  ~PrecisionScope() { set_cuda_precision(Precision::kFloat32); }
+  PrecisionScope(const PrecisionScope&) = delete;
+  PrecisionScope& operator=(const PrecisionScope&) = delete;
+};
 
 struct Case {
   const char* name;
@@ -32,6 +45,7 @@ TEST_P(AlexNetCuda, MatchesTheCpuGraph) {
   const int gpus = cuda_device_count();
   if (gpus == 0) GTEST_SKIP() << "no CUDA device: " << device_summary();
   const Case c = GetParam();
+  const PrecisionScope float32(Precision::kFloat32);
   ModelConfig cfg;
   cfg.num_classes = 10;
   cfg.input_size = 99;
@@ -103,7 +117,7 @@ TEST(AlexNetCudaPrecision, Tf32AndBf16StayCloseToTheCpu) {
   for (const Tolerance tol : {Tolerance{Precision::kTf32, 1e-2, 5e-2, 1e-3}, Tolerance{Precision::kBf16, 5e-2, 0.15, 5e-3}}) {
     for (const auto& devices : placements) {
       const std::string where = std::string(enum_name(tol.precision)) + " " + devices[0].str() + " + " + devices[1].str();
-      set_cuda_precision(tol.precision);
+      const PrecisionScope precision(tol.precision);
       AlexNet cpu(cfg), gpu(cfg, devices);
       cpu.init_scaled(seed % 1000);
       gpu.init_scaled(seed % 1000);
@@ -124,7 +138,80 @@ TEST(AlexNetCudaPrecision, Tf32AndBf16StayCloseToTheCpu) {
       for (const auto& [name, t] : sc) EXPECT_LE(rel_l2_diff(sg.at(name), t), tol.weights) << where << " " << name;
     }
   }
-  set_cuda_precision(Precision::kFloat32);
+}
+
+// The uint8 input path the worker uses with CUDA towers (CropBatch: crops, placement, lighting, and the
+// mean set by set_input_mean, normalised on each tower's device) against the CPU graph fed the data
+// service's normalize_crop of the same crops: the input bit for bit, then loss, logits, every gradient
+// and the inference logits; with the mean image (mirrored with the crop) and with channel means.
+TEST(AlexNetCudaCrops, CropBatchIsTheCpuGraphOnNormalisedCrops) {
+  const int gpus = cuda_device_count();
+  if (gpus == 0) GTEST_SKIP() << "no CUDA device: " << device_summary();
+  const PrecisionScope float32(Precision::kFloat32);
+  ModelConfig cfg;
+  cfg.num_classes = 10;
+  cfg.input_size = 99;
+  const uint64_t seed = static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
+  std::printf("seed %llu\n", static_cast<unsigned long long>(seed));
+  const int64_t n = 4, crop = cfg.input_size, side = crop + 8;
+  ImageStats stats;
+  stats.side = static_cast<int>(side);
+  Tensor mimg = testing::random_tensor({3, side, side}, seed + 1, 0, 255).to(DType::kF32);
+  stats.mean_image.assign(mimg.data<float>(), mimg.data<float>() + mimg.numel());
+  stats.channel_mean = {123.675, 116.28, 103.53};
+  CropBatch batch;
+  batch.crops = Tensor::empty({n, 3, crop, crop}, DType::kU8);
+  const CounterRng rng(make_key(seed, RngPurpose::kCrop), 0);
+  for (int64_t i = 0; i < batch.crops.numel(); ++i)
+    batch.crops.data<uint8_t>()[i] = static_cast<uint8_t>(rng.bits(static_cast<uint64_t>(i) + 1000) & 0xff);
+  std::vector<SampleAugment> aug(n);
+  std::vector<int32_t> place;
+  std::vector<float> light;
+  for (int64_t i = 0; i < n; ++i) {
+    const Philox4 b = rng.block(static_cast<uint64_t>(i));
+    aug[i].crop_x = static_cast<int32_t>(b.v[0] % (side - crop + 1));
+    aug[i].crop_y = static_cast<int32_t>(b.v[1] % (side - crop + 1));
+    aug[i].flip = i % 2 == 1;
+    for (int c = 0; c < 3; ++c) aug[i].lighting[c] = static_cast<float>(static_cast<int32_t>(b.v[3] >> (8 * c) & 0xff) - 128) / 9.0f;
+    place.insert(place.end(), {aug[i].crop_x, aug[i].crop_y, aug[i].flip ? 1 : 0});
+    light.insert(light.end(), aug[i].lighting.begin(), aug[i].lighting.end());
+  }
+  batch.placement = Tensor::from_vector<int32_t>({n, 3}, place);
+  batch.lighting = Tensor::from_vector<float>({n, 3}, light);
+  std::vector<int64_t> lab(n), ids(n);
+  for (int64_t i = 0; i < n; ++i) lab[i] = (static_cast<int64_t>(seed % 7) + 3 * i) % 10, ids[i] = 500 + i;
+  Tensor labels = Tensor::from_vector<int64_t>({n}, lab);
+  const std::array<Device, kTowers> devices = {Device::cuda(0), Device::cuda(gpus >= 2 ? 1 : 0)};
+  for (const bool use_image : {true, false}) {
+    const std::string what = use_image ? "mean image" : "channel means";
+    Tensor images = Tensor::empty({n, 3, crop, crop}, DType::kF32);
+    for (int64_t i = 0; i < n; ++i)
+      normalize_crop(batch.crops.data<uint8_t>() + i * 3 * crop * crop, static_cast<int>(crop), aug[i], stats,
+                     use_image, images.data<float>() + i * 3 * crop * crop);
+    AlexNet cpu(cfg), gpu(cfg, devices);
+    cpu.init_scaled(seed % 1000);
+    gpu.init_scaled(seed % 1000);
+    gpu.set_input_mean(use_image ? mimg
+                                 : Tensor::from_vector<float>({3}, {static_cast<float>(stats.channel_mean[0]),
+                                                                    static_cast<float>(stats.channel_mean[1]),
+                                                                    static_cast<float>(stats.channel_mean[2])}));
+    PassOptions opt;
+    opt.seed = seed;
+    opt.step = 7;
+    opt.sample_ids = ids.data();
+    Tensor lc, lg;
+    const double loss_c = cpu.train_pass(images, labels, opt, &lc);
+    const double loss_g = gpu.train_pass(batch, labels, opt, &lg);
+    for (int t = 0; t < kTowers; ++t) {
+      Tensor x = gpu.activation(t, "x").clone(Device::cpu());
+      EXPECT_EQ(std::memcmp(x.raw_data(), images.raw_data(), images.nbytes()), 0) << what << ": tower " << t << " input";
+    }
+    EXPECT_NEAR(loss_g, loss_c, 1e-4 * std::max(1.0, std::fabs(loss_c))) << what;
+    EXPECT_LE(rel_l2_diff(lg, lc), 1e-4) << what << " logits";
+    const auto gc = cpu.gradients(), gg = gpu.gradients();
+    for (const auto& [name, g] : gc) EXPECT_LE(rel_l2_diff(gg.at(name), g), 1e-3) << what << " " << name;
+    EXPECT_LE(rel_l2_diff(gpu.infer(batch), cpu.infer(images)), 1e-4) << what << " infer";
+  }
 }
 
 // A short training run: 20 steps of the paper's SGD with dropout on learnable data (each class its own
@@ -152,8 +239,8 @@ TEST(AlexNetCudaTraining, LossCurvesMatchTheCpuAndBf16KeepsUp) {
     labels = Tensor::from_vector<int64_t>({n}, lab);
   };
   const std::array<Device, kTowers> devices = {Device::cuda(0), Device::cuda(gpus >= 2 ? 1 : 0)};
-  auto curve = [&](bool gpu, Precision precision) {
-    set_cuda_precision(precision);
+  auto curve = [&](bool gpu, Precision p) {
+    const PrecisionScope precision(p);
     AlexNet net(cfg, gpu ? devices : std::array<Device, kTowers>{Device::cpu(), Device::cpu()});
     net.init_scaled(seed % 1000);
     std::vector<double> losses;
@@ -169,7 +256,6 @@ TEST(AlexNetCudaTraining, LossCurvesMatchTheCpuAndBf16KeepsUp) {
       losses.push_back(net.train_pass(images, labels, opt));
       net.sgd_step(0.0003, 0.9, 0.0005);
     }
-    set_cuda_precision(Precision::kFloat32);
     return losses;
   };
   const std::vector<double> cpu = curve(false, Precision::kFloat32), f32 = curve(true, Precision::kFloat32),
