@@ -34,8 +34,9 @@ class NcclCommunicator final : public Communicator {
   // The reductions wait (through an event) for the work already queued on the source stream, where the
   // model computes, and run on this communicator's non-blocking stream, so backward
   // goes on while they travel. A request completes when its event has; while waiting, NCCL's
-  // asynchronous error state is polled, and an error aborts the communicator and throws (a dead peer
-  // ends the job instead of hanging it).
+  // asynchronous error state is polled, and an error aborts the communicator and throws, so a peer that
+  // NCCL reports lost (network transports) ends the job instead of hanging it. A rank that dies on the
+  // node is mpirun's to see: it ends the whole job.
   void allreduce(float* data, size_t count, ReduceOp op) override;
   std::unique_ptr<CommRequest> allreduce_async(float* data, size_t count, ReduceOp op) override;
   void broadcast(float* data, size_t count, int root) override;

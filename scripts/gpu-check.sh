@@ -235,7 +235,8 @@ print("\n".join(sorted(e for e in exes if e)))')
     fi
     if [ "${GPU_CHECK_DEMO:-1}" = 1 ]; then
       # The demo job of scripts/demo.sh through the product's own launcher: 1 data service and 1 worker
-      # under the bundled mpirun, both towers on GPU 0 (devices_per_rank 1), gradients through NCCL.
+      # under the bundled mpirun, both towers on GPU 0 (devices_per_rank 1; one worker reduces nothing,
+      # test_comm_nccl covers NCCL).
       data=$work/synth10
       app=$pack/app
       backend=${GPU_CHECK_DEMO_BACKEND:-cuda}

@@ -34,6 +34,13 @@ inline float exact_sum(int ranks, size_t i) {
   return s;
 }
 
+// The sum of |exact_value(r, i)| over the ranks: the scale of the rounding error of a reduction.
+inline double exact_magnitude(int ranks, size_t i) {
+  double m = 0;
+  for (int r = 0; r < ranks; ++r) m += std::fabs(exact_value(r, i));
+  return m;
+}
+
 // Gradient tensor sizes shaped like one tower's list in backward order (weight, bias; uneven sizes so
 // bucket boundaries fall inside and between tensors).
 inline const std::vector<size_t>& grad_sizes() {
