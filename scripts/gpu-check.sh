@@ -50,7 +50,9 @@ pack_deps() {
 # Open MPI components that need a fabric library (UCX, libfabric, verbs, PSM) or are OpenSHMEM's: the
 # GPU machine runs the ranks of one node, over shared memory and TCP, and needs none of them.
 fabric_component() {
-  ldd "$1" | grep -qE 'lib(ucp|ucs|uct|ucm|fabric|ibverbs|rdmacm|psm|psm2|psm_infinipath|infinipath|oshmem)\.so'
+  local deps
+  deps=$(ldd "$1")  # not piped into grep -q: under pipefail its early exit would fail ldd with SIGPIPE
+  grep -qE 'lib(ucp|ucs|uct|ucm|fabric|ibverbs|rdmacm|psm|psm2|psm_infinipath|infinipath|oshmem)\.so' <<<"$deps"
 }
 
 # The environment under which the bundle in $1 runs: its libraries first, then PyTorch's CUDA
@@ -226,7 +228,7 @@ print("\n".join(sorted(e for e in exes if e)))')
           passed=$((passed / np)) failed=$((failed / np)) skipped=$((skipped / np))
         fi
         rows+=("$(printf '| %-28s | %-6s | %6s | %6s | %7s | %7.1f |' "$name" "$result" "$passed" "$failed" "$skipped" "$secs")")
-        if [ "$result" = FAILED ]; then grep -E 'Failure|Expected|Which is|error|seed' "$log" | head -40; fi
+        if [ "$result" = FAILED ]; then grep -E 'Failure|Expected|Which is|error|seed' "$log" | head -40 || true; fi
       done
       echo
       echo "| executable                   | result | passed | failed | skipped | seconds |"
