@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <functional>
 #include <vector>
 
 #include "core/cli.h"
@@ -117,21 +118,40 @@ int main(int argc, char** argv) {
     for (int64_t i = 0; i < batch; ++i) l[i] = i % cfg.model.num_classes;
     Tensor y = Tensor::from_vector<int64_t>({batch}, l);
 
-    std::vector<double> times;
-    for (int it = 0; it <= iters; ++it) {
-      PassOptions opt;
-      opt.step = static_cast<uint64_t>(it);
-      auto t0 = std::chrono::steady_clock::now();
-      net.train_pass(x, y, opt);
-      net.sgd_step(0.01, 0.9, 0.0005);
-      sync();
-      if (it > 0) times.push_back(seconds_since(t0));
-    }
-    const double sec = median(times);
+    // On a GPU the batch stays on GPU 0, as a framework benchmark keeps its tensors on the device (the
+    // pass copies it to each tower's input buffer on the device).
+    if (cuda) x = x.clone(devices[0]);
+    // Median seconds of `iters` steps after one warm-up step (which also searches cuDNN's algorithms).
+    auto time_steps = [&](const std::function<void(const PassOptions&)>& pass) {
+      std::vector<double> times;
+      for (int it = 0; it <= iters; ++it) {
+        PassOptions opt;
+        opt.step = static_cast<uint64_t>(it);
+        auto t0 = std::chrono::steady_clock::now();
+        pass(opt);
+        net.sgd_step(0.01, 0.9, 0.0005);
+        sync();
+        if (it > 0) times.push_back(seconds_since(t0));
+      }
+      return median(times);
+    };
+    const double sec = time_steps([&](const PassOptions& opt) { net.train_pass(x, y, opt); });
     const double ips = batch / sec;
     const double gflop = train_gflop_per_image(cfg.model);
     std::printf("ours_step_s %.3f\nours_img_per_s %.2f\ngflop_per_image %.3f\nours_gflops %.1f\n", sec, ips,
                 gflop, ips * gflop);
+    if (cuda) {
+      // The worker's own path: uint8 crops from the host each step, normalised on the towers' devices
+      // (AlexNet::CropBatch; channel means and lighting, as the data service sends them).
+      CropBatch b;
+      b.crops = Tensor::empty({batch, 3, s, s}, DType::kU8);
+      for (int64_t i = 0; i < b.crops.numel(); ++i) b.crops.data<uint8_t>()[i] = static_cast<uint8_t>(rng.bits(i) & 0xff);
+      b.placement = Tensor::zeros({batch, 3}, DType::kI32);
+      b.lighting = Tensor::zeros({batch, 3}, DType::kF32);
+      net.set_input_mean(Tensor::from_vector<float>({3}, {123.68f, 116.78f, 103.94f}));
+      const double crops_sec = time_steps([&](const PassOptions& opt) { net.train_pass(b, y, opt); });
+      std::printf("ours_crops_step_s %.3f\nours_crops_img_per_s %.2f\n", crops_sec, batch / crops_sec);
+    }
     if (!args.has("--no-sgemm") && !cuda) {
       const double peak = sgemm_gflops();
       std::printf("sgemm_gflops %.1f\nfraction_of_sgemm %.3f\n", peak, ips * gflop / peak);

@@ -301,10 +301,14 @@ Tensor& AlexNet::scratch(int tower, const std::string& name, const Shape& shape,
 
 void AlexNet::check_batch(const Tensor& images, const Tensor* labels) const {
   const int64_t s = cfg_.input_size;
-  ALEXNET_CHECK(images.device().is_cpu() && images.dtype() == DType::kF32 && images.ndim() == 4 &&
-                    images.dim(0) >= 1 && images.dim(1) == 3 && images.dim(2) == s && images.dim(3) == s,
+  ALEXNET_CHECK(images.dtype() == DType::kF32 && images.ndim() == 4 && images.dim(0) >= 1 && images.dim(1) == 3 &&
+                    images.dim(2) == s && images.dim(3) == s,
                 "images must be float32 [N, 3, ", s, ", ", s, "] (model.input_size ", s, "), got ",
                 images.describe());
+  // CPU towers compute on the caller's tensor; CUDA towers copy it to their devices from wherever it is.
+  ALEXNET_CHECK(images.device().is_cpu() || (devices_[0].is_cuda() && devices_[1].is_cuda()),
+                "images on ", images.device().str(), " need both towers on CUDA devices (towers on ",
+                devices_[0].str(), " and ", devices_[1].str(), ")");
   if (labels) check_labels(*labels, images.dim(0), cfg_.num_classes);
 }
 

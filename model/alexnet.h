@@ -125,7 +125,8 @@ class AlexNet {
 
   // Training pass: forward (batch-norm with batch statistics, which also updates the running
   // ones; dropout per `opt`), mean softmax cross-entropy, backward. Gradients are overwritten.
-  // images: [N, 3, S, S] float32 CPU; labels: int64 [N] in [0, num_classes).
+  // images: [N, 3, S, S] float32 on the host, or on a GPU when both towers are CUDA towers (copied to each
+  // tower's device); labels: int64 [N] in [0, num_classes).
   // Returns the mean loss; `logits` (optional) receives [N, num_classes] float32.
   double train_pass(const Tensor& images, const Tensor& labels, const PassOptions& opt,
                     Tensor* logits = nullptr);
