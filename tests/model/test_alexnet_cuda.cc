@@ -18,20 +18,13 @@
 #include "model/cuda/layers_cuda.h"
 #include "tests/common/gradcheck.h"
 #include "tests/common/expect.h"
+#include "tests/common/precision_scope.h"
 
 namespace alexnet {
 namespace {
 
+using testing::PrecisionScope;
 using testing::rel_l2_diff;
-
-// Sets the GPU precision for a scope and puts float32 back when it ends, a failing assertion or an
-// exception included, so no test runs in the precision another one left behind.
-struct PrecisionScope {
-  explicit PrecisionScope(Precision p) { set_cuda_precision(p); }
-  ~PrecisionScope() { set_cuda_precision(Precision::kFloat32); }
-  PrecisionScope(const PrecisionScope&) = delete;
-  PrecisionScope& operator=(const PrecisionScope&) = delete;
-};
 
 struct Case {
   const char* name;

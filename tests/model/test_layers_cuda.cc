@@ -16,6 +16,7 @@
 #include "model/cuda/layers_cuda.h"
 #include "model/layers.h"
 #include "tests/common/gradcheck.h"
+#include "tests/common/precision_scope.h"
 
 namespace alexnet {
 namespace {
@@ -278,6 +279,57 @@ TEST_F(CudaLayers, FullyConnected) {
     EXPECT_LE(max_rel(gdx, dx), 1e-5);
     EXPECT_LE(max_rel(gdw, dw), 1e-5);
     EXPECT_LE(max_rel(gdb, db), 1e-5);
+  }
+}
+
+// The convolution and FC cases above in TF32 and bf16 (grouped convolutions included): within the
+// rounding of the operands (10 and 7 explicit mantissa bits; bf16 also rounds the convolution outputs),
+// measured against the largest value of each result. The bf16 operand arena, the widening kernels and
+// the bf16 bias path run here.
+TEST_F(CudaLayers, ConvolutionsAndFcInTf32AndBf16) {
+  struct Conv {
+    Shape x, w;
+    ConvParams p;
+  };
+  const Conv convs[] = {{{2, 3, 67, 67}, {16, 3, 11, 11}, {4, 0, 1}},
+                        {{2, 8, 13, 13}, {12, 4, 5, 5}, {1, 2, 2}},
+                        {{2, 12, 6, 6}, {8, 6, 3, 3}, {1, 1, 2}}};
+  for (const auto& [precision, tol] : {std::pair{Precision::kTf32, 5e-3}, std::pair{Precision::kBf16, 3e-2}}) {
+    const testing::PrecisionScope scope(precision);
+    const std::string mode = enum_name(precision);
+    for (const Conv& c : convs) {
+      Tensor x = host(c.x), w = host(c.w, -0.1, 0.1), b = host({c.w[0]});
+      const int64_t Ho = conv_out_size(c.x[2], c.w[2], c.p.stride, c.p.pad);
+      const Shape ys{c.x[0], c.w[0], Ho, Ho};
+      Tensor y = Tensor::empty(ys), dy = host(ys), dx = Tensor::empty(c.x), dw = Tensor::empty(c.w),
+             db = Tensor::empty({c.w[0]});
+      conv2d_forward_cpu(x, w, b, y, c.p, true);
+      conv2d_backward_cpu(x, w, dy, &dx, dw, db, c.p);
+      Tensor gx = gpu(x), gw = gpu(w), gy = poisoned(ys), gdx = poisoned(c.x), gdw = poisoned(c.w),
+             gdb = poisoned({c.w[0]});
+      conv2d_forward_cuda(gx, gw, gpu(b), gy, c.p, true, nullptr);
+      conv2d_backward_cuda(gx, gw, gpu(dy), &gdx, gdw, gdb, c.p, nullptr);
+      cuda_sync_check(nullptr, "conv");
+      const std::string what = mode + " conv " + shape_str(c.x) + " * " + shape_str(c.w);
+      EXPECT_LE(max_rel(gy, y), tol) << what;
+      EXPECT_LE(max_rel(gdx, dx), tol) << what;
+      EXPECT_LE(max_rel(gdw, dw), tol) << what;
+      EXPECT_LE(max_rel(gdb, db), 1e-5) << what << " (bias gradient: float32 sums)";
+    }
+    const int64_t N = 19, In = 300, Out = 130;
+    Tensor x = host({N, In}), w = host({Out, In}, -0.1, 0.1), b = host({Out}), dy = host({N, Out});
+    Tensor y = Tensor::empty({N, Out}), dx = Tensor::empty({N, In}), dw = Tensor::empty({Out, In}),
+           db = Tensor::empty({Out});
+    linear_forward_cpu(x, w, b, y, true);
+    linear_backward_cpu(x, w, dy, &dx, dw, db);
+    Tensor gx = gpu(x), gw = gpu(w), gy = poisoned({N, Out}), gdx = poisoned({N, In}), gdw = poisoned({Out, In}),
+           gdb = poisoned({Out});
+    linear_forward_cuda(gx, gw, gpu(b), gy, true, nullptr);
+    linear_backward_cuda(gx, gw, gpu(dy), &gdx, gdw, gdb, nullptr);
+    cuda_sync_check(nullptr, "linear");
+    EXPECT_LE(max_rel(gy, y), tol) << mode << " fc";
+    EXPECT_LE(max_rel(gdx, dx), tol) << mode << " fc";
+    EXPECT_LE(max_rel(gdw, dw), tol) << mode << " fc";
   }
 }
 
