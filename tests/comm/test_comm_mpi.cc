@@ -18,8 +18,9 @@
 
 #include "comm/communicator.h"
 #include "comm/grad_buckets.h"
-#include "tests/comm/comm_values.h"
 #include "core/error.h"
+#include "tests/comm/comm_values.h"
+#include "tests/comm/mpi_test_main.h"
 
 namespace alexnet {
 namespace {
@@ -223,16 +224,7 @@ int kill_rank_loop(int victim) {
 }  // namespace alexnet
 
 int main(int argc, char** argv) {
-  int provided = 0;
-  MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
-  int rank = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  alexnet::set_process_identity(rank, "");
+  alexnet::testing::mpi_test_init(&argc, &argv);
   if (argc == 3 && std::string(argv[1]) == "--kill-rank") return alexnet::kill_rank_loop(std::stoi(argv[2]));
-  ::testing::InitGoogleTest(&argc, argv);
-  const int rc = RUN_ALL_TESTS();
-  int worst = rc;
-  MPI_Allreduce(&rc, &worst, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-  MPI_Finalize();
-  return worst;
+  return alexnet::testing::mpi_test_run(&argc, argv);
 }

@@ -22,6 +22,7 @@
 #include "core/device.h"
 #include "core/error.h"
 #include "tests/comm/comm_values.h"
+#include "tests/comm/mpi_test_main.h"
 
 namespace alexnet {
 namespace {
@@ -213,15 +214,6 @@ TEST_F(CommNccl, ScatteredDeviceTensorsAreRefused) {
 }  // namespace alexnet
 
 int main(int argc, char** argv) {
-  int provided = 0;
-  MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
-  int rank = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  alexnet::set_process_identity(rank, "");
-  ::testing::InitGoogleTest(&argc, argv);
-  const int rc = RUN_ALL_TESTS();
-  int worst = rc;
-  MPI_Allreduce(&rc, &worst, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-  MPI_Finalize();
-  return worst;
+  alexnet::testing::mpi_test_init(&argc, &argv);
+  return alexnet::testing::mpi_test_run(&argc, argv);
 }

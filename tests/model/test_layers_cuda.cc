@@ -29,6 +29,11 @@ uint64_t fresh_seed() {
   return base + 7919 * (++n);
 }
 
+struct ConvCase {
+  Shape x, w;
+  ConvParams p;
+};
+
 class CudaLayers : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -58,6 +63,46 @@ class CudaLayers : public ::testing::Test {
       scale = std::max(scale, std::fabs(b));
     }
     return diff / scale;
+  }
+  // A convolution forward (fused ReLU) and backward against the CPU, within `tol` of each result's
+  // largest value; the bias gradient (float32 sums in every precision) within 1e-5.
+  void check_conv(const ConvCase& c, double tol, const std::string& mode) {
+    Tensor x = host(c.x), w = host(c.w, -0.1, 0.1), b = host({c.w[0]});
+    const int64_t Ho = conv_out_size(c.x[2], c.w[2], c.p.stride, c.p.pad);
+    const Shape ys{c.x[0], c.w[0], Ho, Ho};
+    Tensor y = Tensor::empty(ys), dy = host(ys), dx = Tensor::empty(c.x), dw = Tensor::empty(c.w),
+           db = Tensor::empty({c.w[0]});
+    conv2d_forward_cpu(x, w, b, y, c.p, true);
+    conv2d_backward_cpu(x, w, dy, &dx, dw, db, c.p);
+    Tensor gx = gpu(x), gw = gpu(w), gy = poisoned(ys), gdx = poisoned(c.x), gdw = poisoned(c.w),
+           gdb = poisoned({c.w[0]});
+    conv2d_forward_cuda(gx, gw, gpu(b), gy, c.p, true, nullptr);
+    conv2d_backward_cuda(gx, gw, gpu(dy), &gdx, gdw, gdb, c.p, nullptr);
+    cuda_sync_check(nullptr, "conv");
+    const std::string what = mode + " conv " + shape_str(c.x) + " * " + shape_str(c.w);
+    EXPECT_LE(max_rel(gy, y), tol) << what;
+    EXPECT_LE(max_rel(gdx, dx), tol) << what;
+    EXPECT_LE(max_rel(gdw, dw), tol) << what;
+    EXPECT_LE(max_rel(gdb, db), 1e-5) << what;
+  }
+  // An FC layer [19, 300] -> 130 forward and backward against the CPU.
+  void check_fc(bool relu, double tol, const std::string& mode) {
+    const int64_t N = 19, In = 300, Out = 130;
+    Tensor x = host({N, In}), w = host({Out, In}, -0.1, 0.1), b = host({Out}), dy = host({N, Out});
+    Tensor y = Tensor::empty({N, Out}), dx = Tensor::empty({N, In}), dw = Tensor::empty({Out, In}),
+           db = Tensor::empty({Out});
+    linear_forward_cpu(x, w, b, y, relu);
+    linear_backward_cpu(x, w, dy, &dx, dw, db);
+    Tensor gx = gpu(x), gw = gpu(w), gy = poisoned({N, Out}), gdx = poisoned({N, In}), gdw = poisoned({Out, In}),
+           gdb = poisoned({Out});
+    linear_forward_cuda(gx, gw, gpu(b), gy, relu, nullptr);
+    linear_backward_cuda(gx, gw, gpu(dy), &gdx, gdw, gdb, nullptr);
+    cuda_sync_check(nullptr, "linear");
+    const std::string what = mode + " fc" + (relu ? " relu" : "");
+    EXPECT_LE(max_rel(gy, y), tol) << what;
+    EXPECT_LE(max_rel(gdx, dx), tol) << what;
+    EXPECT_LE(max_rel(gdw, dw), tol) << what;
+    EXPECT_LE(max_rel(gdb, db), 1e-5) << what;
   }
   uint64_t seed_ = 0;
   uint64_t draws_ = 0;
@@ -232,104 +277,31 @@ TEST_F(CudaLayers, PaperSgdUpdate) {
   EXPECT_LE(max_rel(gv, v), 1e-5);
 }
 
+// conv1 (11/4/0), conv2 (5/1/2, groups 2), conv3 (3/1/1), conv4/5 (3/1/1, groups 2), small batches.
+const ConvCase kConvCases[] = {{{2, 3, 67, 67}, {16, 3, 11, 11}, {4, 0, 1}},
+                               {{2, 8, 13, 13}, {12, 4, 5, 5}, {1, 2, 2}},
+                               {{3, 10, 7, 7}, {6, 10, 3, 3}, {1, 1, 1}},
+                               {{2, 12, 6, 6}, {8, 6, 3, 3}, {1, 1, 2}}};
+
 TEST_F(CudaLayers, ConvolutionsOfTheNetwork) {
-  set_cuda_precision(Precision::kFloat32);
-  struct Case {
-    Shape x, w;
-    ConvParams p;
-  };
-  // conv1 (11/4/0), conv2 (5/1/2, groups 2), conv3 (3/1/1), conv4/5 (3/1/1, groups 2), small batches.
-  const Case cases[] = {{{2, 3, 67, 67}, {16, 3, 11, 11}, {4, 0, 1}},
-                        {{2, 8, 13, 13}, {12, 4, 5, 5}, {1, 2, 2}},
-                        {{3, 10, 7, 7}, {6, 10, 3, 3}, {1, 1, 1}},
-                        {{2, 12, 6, 6}, {8, 6, 3, 3}, {1, 1, 2}}};
-  for (const Case& c : cases) {
-    Tensor x = host(c.x), w = host(c.w, -0.1, 0.1), b = host({c.w[0]});
-    const int64_t Ho = conv_out_size(c.x[2], c.w[2], c.p.stride, c.p.pad);
-    const Shape ys{c.x[0], c.w[0], Ho, Ho};
-    Tensor y = Tensor::empty(ys), dy = host(ys), dx = Tensor::empty(c.x), dw = Tensor::empty(c.w), db = Tensor::empty({c.w[0]});
-    conv2d_forward_cpu(x, w, b, y, c.p, true);
-    conv2d_backward_cpu(x, w, dy, &dx, dw, db, c.p);
-    Tensor gx = gpu(x), gw = gpu(w), gy = poisoned(ys), gdx = poisoned(c.x), gdw = poisoned(c.w), gdb = poisoned({c.w[0]});
-    conv2d_forward_cuda(gx, gw, gpu(b), gy, c.p, true, nullptr);
-    conv2d_backward_cuda(gx, gw, gpu(dy), &gdx, gdw, gdb, c.p, nullptr);
-    cuda_sync_check(nullptr, "conv");
-    const std::string what = "conv " + shape_str(c.x) + " * " + shape_str(c.w);
-    EXPECT_LE(max_rel(gy, y), 1e-5) << what;
-    EXPECT_LE(max_rel(gdx, dx), 1e-5) << what;
-    EXPECT_LE(max_rel(gdw, dw), 1e-5) << what;
-    EXPECT_LE(max_rel(gdb, db), 1e-5) << what;
-  }
+  const testing::PrecisionScope scope(Precision::kFloat32);
+  for (const ConvCase& c : kConvCases) check_conv(c, 1e-5, "float32");
 }
 
 TEST_F(CudaLayers, FullyConnected) {
-  set_cuda_precision(Precision::kFloat32);
-  for (bool relu : {false, true}) {
-    const int64_t N = 19, In = 300, Out = 130;
-    Tensor x = host({N, In}), w = host({Out, In}, -0.1, 0.1), b = host({Out}), dy = host({N, Out});
-    Tensor y = Tensor::empty({N, Out}), dx = Tensor::empty({N, In}), dw = Tensor::empty({Out, In}), db = Tensor::empty({Out});
-    linear_forward_cpu(x, w, b, y, relu);
-    linear_backward_cpu(x, w, dy, &dx, dw, db);
-    Tensor gx = gpu(x), gw = gpu(w), gy = poisoned({N, Out}), gdx = poisoned({N, In}), gdw = poisoned({Out, In}),
-           gdb = poisoned({Out});
-    linear_forward_cuda(gx, gw, gpu(b), gy, relu, nullptr);
-    linear_backward_cuda(gx, gw, gpu(dy), &gdx, gdw, gdb, nullptr);
-    cuda_sync_check(nullptr, "linear");
-    EXPECT_LE(max_rel(gy, y), 1e-5);
-    EXPECT_LE(max_rel(gdx, dx), 1e-5);
-    EXPECT_LE(max_rel(gdw, dw), 1e-5);
-    EXPECT_LE(max_rel(gdb, db), 1e-5);
-  }
+  const testing::PrecisionScope scope(Precision::kFloat32);
+  for (bool relu : {false, true}) check_fc(relu, 1e-5, "float32");
 }
 
-// The convolution and FC cases above in TF32 and bf16 (grouped convolutions included): within the
-// rounding of the operands (10 and 7 explicit mantissa bits; bf16 also rounds the convolution outputs),
-// measured against the largest value of each result. The bf16 operand arena, the widening kernels and
-// the bf16 bias path run here.
+// The same cases in TF32 and bf16 (grouped convolutions included): within the rounding of the operands
+// (10 and 7 explicit mantissa bits; bf16 also rounds the convolution outputs), measured against the
+// largest value of each result. The bf16 operand arena, the widening kernels and the bf16 bias path run
+// here.
 TEST_F(CudaLayers, ConvolutionsAndFcInTf32AndBf16) {
-  struct Conv {
-    Shape x, w;
-    ConvParams p;
-  };
-  const Conv convs[] = {{{2, 3, 67, 67}, {16, 3, 11, 11}, {4, 0, 1}},
-                        {{2, 8, 13, 13}, {12, 4, 5, 5}, {1, 2, 2}},
-                        {{2, 12, 6, 6}, {8, 6, 3, 3}, {1, 1, 2}}};
   for (const auto& [precision, tol] : {std::pair{Precision::kTf32, 5e-3}, std::pair{Precision::kBf16, 3e-2}}) {
     const testing::PrecisionScope scope(precision);
-    const std::string mode = enum_name(precision);
-    for (const Conv& c : convs) {
-      Tensor x = host(c.x), w = host(c.w, -0.1, 0.1), b = host({c.w[0]});
-      const int64_t Ho = conv_out_size(c.x[2], c.w[2], c.p.stride, c.p.pad);
-      const Shape ys{c.x[0], c.w[0], Ho, Ho};
-      Tensor y = Tensor::empty(ys), dy = host(ys), dx = Tensor::empty(c.x), dw = Tensor::empty(c.w),
-             db = Tensor::empty({c.w[0]});
-      conv2d_forward_cpu(x, w, b, y, c.p, true);
-      conv2d_backward_cpu(x, w, dy, &dx, dw, db, c.p);
-      Tensor gx = gpu(x), gw = gpu(w), gy = poisoned(ys), gdx = poisoned(c.x), gdw = poisoned(c.w),
-             gdb = poisoned({c.w[0]});
-      conv2d_forward_cuda(gx, gw, gpu(b), gy, c.p, true, nullptr);
-      conv2d_backward_cuda(gx, gw, gpu(dy), &gdx, gdw, gdb, c.p, nullptr);
-      cuda_sync_check(nullptr, "conv");
-      const std::string what = mode + " conv " + shape_str(c.x) + " * " + shape_str(c.w);
-      EXPECT_LE(max_rel(gy, y), tol) << what;
-      EXPECT_LE(max_rel(gdx, dx), tol) << what;
-      EXPECT_LE(max_rel(gdw, dw), tol) << what;
-      EXPECT_LE(max_rel(gdb, db), 1e-5) << what << " (bias gradient: float32 sums)";
-    }
-    const int64_t N = 19, In = 300, Out = 130;
-    Tensor x = host({N, In}), w = host({Out, In}, -0.1, 0.1), b = host({Out}), dy = host({N, Out});
-    Tensor y = Tensor::empty({N, Out}), dx = Tensor::empty({N, In}), dw = Tensor::empty({Out, In}),
-           db = Tensor::empty({Out});
-    linear_forward_cpu(x, w, b, y, true);
-    linear_backward_cpu(x, w, dy, &dx, dw, db);
-    Tensor gx = gpu(x), gw = gpu(w), gy = poisoned({N, Out}), gdx = poisoned({N, In}), gdw = poisoned({Out, In}),
-           gdb = poisoned({Out});
-    linear_forward_cuda(gx, gw, gpu(b), gy, true, nullptr);
-    linear_backward_cuda(gx, gw, gpu(dy), &gdx, gdw, gdb, nullptr);
-    cuda_sync_check(nullptr, "linear");
-    EXPECT_LE(max_rel(gy, y), tol) << mode << " fc";
-    EXPECT_LE(max_rel(gdx, dx), tol) << mode << " fc";
-    EXPECT_LE(max_rel(gdw, dw), tol) << mode << " fc";
+    for (const ConvCase& c : kConvCases) check_conv(c, tol, enum_name(precision));
+    check_fc(true, tol, enum_name(precision));
   }
 }
 
