@@ -365,7 +365,9 @@ Tensor AlexNet::forward(const Tensor* images, const CropBatch* crops, bool train
   const int64_t* sample_ids = opt.sample_ids ? opt.sample_ids : ids.data();
   const int64_t c1 = s.conv1, p1 = s.pool1, p2 = s.pool2, p5 = s.pool5;
   // Each tower's copy of the input (the host batch itself on the CPU), and of the sample ids for the
-  // dropout draws on a device.
+  // dropout draws on a device. With both towers on CUDA devices only tower 0 takes the batch from the
+  // host (and normalises the crops); tower 1 copies tower 0's input on the device (or over the peer
+  // link), which costs far less than a second host transfer and input step.
   std::array<Tensor, kTowers> xin;
   std::array<const Tensor*, kTowers> ids_dev{};
   const int64_t side = cfg_.input_size;
@@ -374,7 +376,9 @@ Tensor AlexNet::forward(const Tensor* images, const CropBatch* crops, bool train
       towers_[t].ws["x"] = *images;
     } else {
       Tensor& x = scratch(t, "x", {n, 3, side, side});
-      if (images) {
+      if (t == 1 && devices_[0].is_cuda()) {
+        put_columns(towers_[0].ws.at("x"), stream(0), x, stream(1), 0);
+      } else if (images) {
         x.copy_from(*images);
       } else {
         // The input step: uint8 crops, placement and lighting to the device, normalised there.

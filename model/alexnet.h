@@ -133,8 +133,8 @@ class AlexNet {
   // Inference: running batch-norm statistics, no dropout. Returns logits [N, num_classes].
   Tensor infer(const Tensor& images);
 
-  // The same passes from uint8 crops, normalised on each tower's GPU exactly as normalize_crop does on
-  // the CPU. Both towers must be on CUDA devices and set_input_mean must have been called; a crop that
+  // The same passes from uint8 crops, normalised on tower 0's GPU exactly as normalize_crop does on
+  // the CPU (tower 1 copies that input). Both towers must be on CUDA devices and set_input_mean must have been called; a crop that
   // does not fit the mean image is an error naming the row.
   double train_pass(const CropBatch& batch, const Tensor& labels, const PassOptions& opt, Tensor* logits = nullptr);
   Tensor infer(const CropBatch& batch);
