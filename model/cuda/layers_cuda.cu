@@ -12,6 +12,7 @@
 #include "core/cuda_check.h"
 #include "core/error.h"
 #include "core/rng.h"
+#include "model/cuda/kernel_elements.h"
 #include "model/cuda/layers_cuda.h"
 
 namespace alexnet {
@@ -60,151 +61,43 @@ __global__ void tanh_bwd(const float* y, const float* dy, float* dx, int64_t n) 
   ALEXNET_FOR_EACH(i, n) dx[i] = dy[i] * (1.0f - y[i] * y[i]);
 }
 
-// ---- LRN (paper §3.3: alpha not divided by n; window [i - n/2, i + n/2] clipped) ----
+// ---- LRN (kernel_elements.h) ----
 
-__device__ __forceinline__ float neg_pow(float s, float beta) {
-  if (beta == 0.75f) {
-    const float r = rsqrtf(s);
-    return r * r * rsqrtf(r);
-  }
-  if (beta == 0.5f) return rsqrtf(s);
-  if (beta == 1.0f) return 1.0f / s;
-  return powf(s, -beta);
-}
-
-// Element i = ((n * C + c) * S + s).
 __global__ void lrn_across_fwd(const float* x, float* y, float* scale, int64_t total, int64_t C, int64_t S,
                                int h, float k, float alpha, float beta) {
-  ALEXNET_FOR_EACH(i, total) {
-    const int64_t c = (i / S) % C, base = i - c * S;
-    const int64_t lo = c - h < 0 ? 0 : c - h, hi = c + h > C - 1 ? C - 1 : c + h;
-    float acc = 0.0f;
-    for (int64_t j = lo; j <= hi; ++j) {
-      const float v = x[base + j * S];
-      acc += v * v;
-    }
-    const float sc = k + alpha * acc;
-    scale[i] = sc;
-    y[i] = x[i] * neg_pow(sc, beta);
-  }
+  ALEXNET_FOR_EACH(i, total) kernel::lrn_across_fwd(i, x, y, scale, C, S, h, k, alpha, beta);
 }
 
-// dx[i] = dy[i] scale[i]^-beta - 2 alpha beta x[i] sum_{j in window(i)} dy[j] y[j] / scale[j].
 __global__ void lrn_across_bwd(const float* x, const float* y, const float* scale, const float* dy, float* dx,
                                int64_t total, int64_t C, int64_t S, int h, float coef, float beta) {
-  ALEXNET_FOR_EACH(i, total) {
-    const int64_t c = (i / S) % C, base = i - c * S;
-    const int64_t lo = c - h < 0 ? 0 : c - h, hi = c + h > C - 1 ? C - 1 : c + h;
-    float acc = 0.0f;
-    for (int64_t j = lo; j <= hi; ++j) {
-      const int64_t e = base + j * S;
-      acc += dy[e] * y[e] / scale[e];
-    }
-    dx[i] = dy[i] * neg_pow(scale[i], beta) - coef * x[i] * acc;
-  }
+  ALEXNET_FOR_EACH(i, total) kernel::lrn_across_bwd(i, x, y, scale, dy, dx, C, S, h, coef, beta);
 }
 
-// Element i = ((plane * H + r) * W + col).
 __global__ void lrn_2d_fwd(const float* x, float* y, float* scale, int64_t total, int64_t H, int64_t W, int h,
                            float k, float alpha, float beta) {
-  ALEXNET_FOR_EACH(i, total) {
-    const int64_t col = i % W, r = (i / W) % H, plane = i / (H * W);
-    const float* xp = x + plane * H * W;
-    const int64_t r0 = r - h < 0 ? 0 : r - h, r1 = r + h > H - 1 ? H - 1 : r + h;
-    const int64_t c0 = col - h < 0 ? 0 : col - h, c1 = col + h > W - 1 ? W - 1 : col + h;
-    float acc = 0.0f;
-    for (int64_t a = r0; a <= r1; ++a)
-      for (int64_t b = c0; b <= c1; ++b) {
-        const float v = xp[a * W + b];
-        acc += v * v;
-      }
-    const float sc = k + alpha * acc;
-    scale[i] = sc;
-    y[i] = x[i] * neg_pow(sc, beta);
-  }
+  ALEXNET_FOR_EACH(i, total) kernel::lrn_2d_fwd(i, x, y, scale, H, W, h, k, alpha, beta);
 }
 
 __global__ void lrn_2d_bwd(const float* x, const float* y, const float* scale, const float* dy, float* dx,
                            int64_t total, int64_t H, int64_t W, int h, float coef, float beta) {
-  ALEXNET_FOR_EACH(i, total) {
-    const int64_t col = i % W, r = (i / W) % H, plane = i / (H * W);
-    const int64_t off = plane * H * W;
-    const int64_t r0 = r - h < 0 ? 0 : r - h, r1 = r + h > H - 1 ? H - 1 : r + h;
-    const int64_t c0 = col - h < 0 ? 0 : col - h, c1 = col + h > W - 1 ? W - 1 : col + h;
-    float acc = 0.0f;
-    for (int64_t a = r0; a <= r1; ++a)
-      for (int64_t b = c0; b <= c1; ++b) {
-        const int64_t e = off + a * W + b;
-        acc += dy[e] * y[e] / scale[e];
-      }
-    dx[i] = dy[i] * neg_pow(scale[i], beta) - coef * x[i] * acc;
-  }
+  ALEXNET_FOR_EACH(i, total) kernel::lrn_2d_bwd(i, x, y, scale, dy, dx, H, W, h, coef, beta);
 }
 
-// ---- max pooling ----
+// ---- max pooling and dropout (kernel_elements.h) ----
 
 __global__ void maxpool_fwd(const float* x, float* y, int32_t* arg, int64_t total, int64_t H, int64_t W,
                             int64_t Ho, int64_t Wo, int size, int stride) {
-  ALEXNET_FOR_EACH(i, total) {
-    const int64_t ox = i % Wo, oy = (i / Wo) % Ho, plane = i / (Ho * Wo);
-    const float* xp = x + plane * H * W;
-    const int64_t y0 = oy * stride, x0 = ox * stride;
-    float best = xp[y0 * W + x0];
-    int32_t where = static_cast<int32_t>(y0 * W + x0);
-    for (int a = 0; a < size; ++a)
-      for (int b = 0; b < size; ++b) {
-        const int64_t e = (y0 + a) * W + x0 + b;
-        const float v = xp[e];
-        // As pool_cpu.cc: strictly greater, so the first maximum in row-major order wins, and a NaN always
-        // replaces (a NaN in a window makes its output NaN, as on the CPU).
-        if (v > best || v != v) {
-          best = v;
-          where = static_cast<int32_t>(e);
-        }
-      }
-    y[i] = best;
-    arg[i] = where;
-  }
+  ALEXNET_FOR_EACH(i, total) kernel::maxpool_fwd(i, x, y, arg, H, W, Ho, Wo, size, stride);
 }
 
-// Each input element gathers, in ascending output order (the CPU's order of additions), the gradients
-// of the windows whose maximum it is.
 __global__ void maxpool_bwd(const float* dy, const int32_t* arg, float* dx, int64_t total, int64_t H, int64_t W,
                             int64_t Ho, int64_t Wo, int size, int stride) {
-  ALEXNET_FOR_EACH(i, total) {
-    const int64_t ix = i % W, iy = (i / W) % H, plane = i / (H * W);
-    const int32_t me = static_cast<int32_t>(iy * W + ix);
-    // Windows oy with oy*stride <= iy <= oy*stride + size - 1.
-    int64_t oy0 = iy - size + 1 <= 0 ? 0 : (iy - size + 1 + stride - 1) / stride;
-    int64_t oy1 = iy / stride;
-    int64_t ox0 = ix - size + 1 <= 0 ? 0 : (ix - size + 1 + stride - 1) / stride;
-    int64_t ox1 = ix / stride;
-    if (oy1 > Ho - 1) oy1 = Ho - 1;
-    if (ox1 > Wo - 1) ox1 = Wo - 1;
-    const int64_t off = plane * Ho * Wo;
-    float acc = 0.0f;
-    for (int64_t oy = oy0; oy <= oy1; ++oy)
-      for (int64_t ox = ox0; ox <= ox1; ++ox) {
-        const int64_t o = off + oy * Wo + ox;
-        if (arg[o] == me) acc += dy[o];
-      }
-    dx[i] = acc;
-  }
+  ALEXNET_FOR_EACH(i, total) kernel::maxpool_bwd(i, dy, arg, dx, H, W, Ho, Wo, size, stride);
 }
-
-// ---- dropout: the CPU's draws (dropout_forward_cpu), unit u of row r uses word u % 4 of block u / 4 ----
 
 __global__ void dropout_fwd(const float* x, float* y, uint8_t* mask, int64_t N, int64_t U, double p, float scale,
                             PhiloxKey key, uint64_t step, const int64_t* ids, int64_t unit_offset) {
-  ALEXNET_FOR_EACH(i, N * U) {
-    const int64_t r = i / U, j = i % U;
-    const uint64_t sample = static_cast<uint64_t>(ids ? ids[r] : r);
-    const CounterRng rng(key, (step << 32) | sample);
-    const uint64_t u = static_cast<uint64_t>(unit_offset + j);
-    const bool keep = static_cast<double>(uniform01(rng.bits(u))) >= p;
-    mask[i] = keep ? 1 : 0;
-    y[i] = keep ? x[i] * scale : 0.0f;
-  }
+  ALEXNET_FOR_EACH(i, N * U) kernel::dropout_fwd(i, x, y, mask, U, p, scale, key, step, ids, unit_offset);
 }
 
 __global__ void dropout_bwd(const float* dy, const uint8_t* mask, float* dx, int64_t n, float scale) {
@@ -253,25 +146,16 @@ __global__ void sgd(float* w, const float* g, float* v, int64_t n, float mom, fl
   }
 }
 
-// ---- the input step (normalize_crop's arithmetic: (pixel - mean) + light, or pixel + (light - mean)) ----
+// ---- the input step (kernel_elements.h) ----
 
 __global__ void normalize_image_mean(const uint8_t* crops, const int32_t* place, const float* light, const float* mean,
                                      float* out, int64_t N, int64_t C, int64_t side) {
-  ALEXNET_FOR_EACH(i, N * 3 * C * C) {
-    const int64_t x = i % C, y = (i / C) % C, c = (i / (C * C)) % 3, n = i / (3 * C * C);
-    const int64_t cx = place[3 * n], cy = place[3 * n + 1];
-    const int64_t mx = place[3 * n + 2] ? C - 1 - x : x;
-    const float m = mean[(c * side + cy + y) * side + cx + mx];
-    out[i] = (static_cast<float>(crops[i]) - m) + light[3 * n + c];
-  }
+  ALEXNET_FOR_EACH(i, N * 3 * C * C) kernel::normalize_image_mean(i, crops, place, light, mean, out, C, side);
 }
 
 __global__ void normalize_channel_mean(const uint8_t* crops, const float* light, const float* mean, float* out,
                                        int64_t N, int64_t C) {
-  ALEXNET_FOR_EACH(i, N * 3 * C * C) {
-    const int64_t c = (i / (C * C)) % 3, n = i / (3 * C * C);
-    out[i] = static_cast<float>(crops[i]) + (light[3 * n + c] - mean[c]);
-  }
+  ALEXNET_FOR_EACH(i, N * 3 * C * C) kernel::normalize_channel_mean(i, crops, light, mean, out, C);
 }
 
 void set_device(const Tensor& t) { ALEXNET_CUDA_CHECK(cudaSetDevice(t.device().index)); }

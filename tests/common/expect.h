@@ -1,5 +1,5 @@
-// Small test helpers shared by the suites: the message of the Error a call throws, and the relative L2
-// difference of two tensors on any device.
+// Small test helpers shared by the suites: the message of the Error a call throws, and the relative
+// differences (L2, and largest element against the largest value) of two tensors on any device.
 #pragma once
 
 #include <algorithm>
@@ -33,6 +33,21 @@ inline double rel_l2_diff(const Tensor& a, const Tensor& b) {
     den += y.data<double>()[i] * y.data<double>()[i];
   }
   return std::sqrt(num) / std::max(std::sqrt(den), 1e-30);
+}
+
+// max |a - b| / max |b| in float64 (either tensor on any device): the error measured against the
+// result's scale. NaN in the same places of both counts as equal; NaN in one only gives infinity.
+inline double max_rel_diff(const Tensor& a, const Tensor& b) {
+  const Tensor x = a.clone(Device::cpu()).to(DType::kF64), y = b.clone(Device::cpu()).to(DType::kF64);
+  double diff = 0, scale = 1e-30;
+  for (int64_t i = 0; i < y.numel(); ++i) {
+    const double u = x.data<double>()[i], v = y.data<double>()[i];
+    if (std::isnan(u) != std::isnan(v)) return INFINITY;
+    if (std::isnan(u)) continue;
+    diff = std::max(diff, std::fabs(u - v));
+    scale = std::max(scale, std::fabs(v));
+  }
+  return diff / scale;
 }
 
 }  // namespace alexnet::testing

@@ -15,6 +15,7 @@
 #include "data_service/augment.h"
 #include "model/cuda/layers_cuda.h"
 #include "model/layers.h"
+#include "tests/common/expect.h"
 #include "tests/common/gradcheck.h"
 #include "tests/common/precision_scope.h"
 
@@ -53,17 +54,7 @@ class CudaLayers : public ::testing::Test {
     std::memset(h.raw_data(), 0xff, h.nbytes());  // NaN for floats, -1 / 255 for integers
     return h.clone(Device::cuda(0));
   }
-  static double max_rel(const Tensor& gpu_result, const Tensor& cpu) {
-    Tensor g = gpu_result.clone(Device::cpu()).to(DType::kF64), c = cpu.to(DType::kF64);
-    double diff = 0, scale = 1e-30;
-    for (int64_t i = 0; i < c.numel(); ++i) {
-      const double a = g.data<double>()[i], b = c.data<double>()[i];
-      if (std::isnan(a) != std::isnan(b)) return std::numeric_limits<double>::infinity();
-      diff = std::max(diff, std::fabs(a - b));
-      scale = std::max(scale, std::fabs(b));
-    }
-    return diff / scale;
-  }
+  static double max_rel(const Tensor& gpu_result, const Tensor& cpu) { return testing::max_rel_diff(gpu_result, cpu); }
   // A convolution forward (fused ReLU) and backward against the CPU, within `tol` of each result's
   // largest value; the bias gradient (float32 sums in every precision) within 1e-5.
   void check_conv(const ConvCase& c, double tol, const std::string& mode) {

@@ -1,0 +1,168 @@
+// The per-element functions of our CUDA kernels (model/cuda/kernel_elements.h), run on the host over
+// every element, against the CPU backend: max pooling (ties and NaNs), its gradient, dropout and the
+// input step bit for bit (what the GPU must match exactly), LRN across and within channels within
+// float rounding. Runs in every build, with or without a GPU; the GPU tests then check the kernels
+// themselves on a device.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "core/rng.h"
+#include "data_service/augment.h"
+#include "model/cuda/kernel_elements.h"
+#include "model/layers.h"
+#include "tests/common/expect.h"
+#include "tests/common/gradcheck.h"
+
+namespace alexnet {
+namespace {
+
+using testing::max_rel_diff;
+
+Tensor uniform(const Shape& shape, uint64_t seed, double lo = -1.0, double hi = 1.0) {
+  return testing::random_tensor(shape, seed, lo, hi).to(DType::kF32);
+}
+
+bool same_bits(const Tensor& a, const Tensor& b) {
+  return a.nbytes() == b.nbytes() && std::memcmp(a.raw_data(), b.raw_data(), a.nbytes()) == 0;
+}
+
+TEST(KernelElements, MaxPoolIsTheCpusBitForBit) {
+  for (bool with_nan : {false, true})
+    for (PoolParams p : {PoolParams{3, 2}, PoolParams{2, 2}, PoolParams{3, 1}, PoolParams{2, 3}}) {
+      const int64_t H = 13, W = 11;
+      const Shape s{2, 3, H, W};
+      Tensor x = uniform(s, 11);
+      for (int64_t i = 0; i < x.numel(); i += 5) x.data<float>()[i] = 0.5f;  // ties
+      if (with_nan)
+        for (int64_t i = 3; i < x.numel(); i += 17) x.data<float>()[i] = std::numeric_limits<float>::quiet_NaN();
+      const int64_t Ho = (H - p.size) / p.stride + 1, Wo = (W - p.size) / p.stride + 1;
+      const Shape o{2, 3, Ho, Wo};
+      Tensor y = Tensor::empty(o), arg = Tensor::empty(o, DType::kI32), dy = uniform(o, 12), dx = Tensor::empty(s);
+      maxpool_forward_cpu(x, y, arg, p);
+      maxpool_backward_cpu(dy, arg, dx);
+      Tensor ky = Tensor::empty(o), karg = Tensor::empty(o, DType::kI32), kdx = Tensor::empty(s);
+      for (int64_t i = 0; i < ky.numel(); ++i)
+        kernel::maxpool_fwd(i, x.data<float>(), ky.data<float>(), karg.data<int32_t>(), H, W, Ho, Wo, p.size, p.stride);
+      for (int64_t i = 0; i < kdx.numel(); ++i)
+        kernel::maxpool_bwd(i, dy.data<float>(), karg.data<int32_t>(), kdx.data<float>(), H, W, Ho, Wo, p.size,
+                            p.stride);
+      const std::string what = "pool " + std::to_string(p.size) + "/" + std::to_string(p.stride) +
+                               (with_nan ? " with NaNs" : "");
+      EXPECT_TRUE(same_bits(karg, arg)) << "argmax, " << what;
+      EXPECT_TRUE(same_bits(ky, y)) << what;
+      EXPECT_TRUE(same_bits(kdx, dx)) << "backward, " << what;
+    }
+}
+
+TEST(KernelElements, DropoutIsTheCpusBitForBit) {
+  const int64_t N = 6, U = 1000;
+  Tensor x = uniform({N, U}, 21);
+  const std::vector<int64_t> ids = {5, 1000003, 17, 9, 123456789012, 0};
+  for (int64_t offset : {int64_t{0}, int64_t{2048}, int64_t{2050}, int64_t{4097}})
+    for (bool with_ids : {true, false})
+      for (double p : {0.5, 0.1, 0.9}) {
+        DropoutKeying k;
+        k.key = make_key(77, RngPurpose::kDropout, 6);
+        k.step = 4242;
+        k.sample_ids = with_ids ? ids.data() : nullptr;
+        k.unit_offset = offset;
+        Tensor y = Tensor::empty({N, U}), mask = Tensor::empty({N, U}, DType::kU8);
+        dropout_forward_cpu(x, y, mask, p, k);
+        Tensor ky = Tensor::empty({N, U}), kmask = Tensor::empty({N, U}, DType::kU8);
+        const float scale = static_cast<float>(1.0 / (1.0 - p));  // as dropout_forward_cuda passes it
+        for (int64_t i = 0; i < N * U; ++i)
+          kernel::dropout_fwd(i, x.data<float>(), ky.data<float>(), kmask.data<uint8_t>(), U, p, scale, k.key, k.step,
+                              k.sample_ids, offset);
+        const std::string what = "p " + std::to_string(p) + " offset " + std::to_string(offset) +
+                                 (with_ids ? " with ids" : " without ids");
+        EXPECT_TRUE(same_bits(kmask, mask)) << what;
+        EXPECT_TRUE(same_bits(ky, y)) << what;
+      }
+}
+
+TEST(KernelElements, InputStepIsNormalizeCropBitForBit) {
+  const int64_t n = 5, crop = 31, side = 40;
+  Tensor crops = Tensor::empty({n, 3, crop, crop}, DType::kU8);
+  const CounterRng pix(make_key(5, RngPurpose::kLighting), 1);
+  for (int64_t i = 0; i < crops.numel(); ++i) crops.data<uint8_t>()[i] = static_cast<uint8_t>(pix.bits(i) & 0xff);
+  ImageStats stats;
+  stats.side = static_cast<int>(side);
+  Tensor mimg = uniform({3, side, side}, 31, 0, 255);
+  stats.mean_image.assign(mimg.data<float>(), mimg.data<float>() + mimg.numel());
+  stats.channel_mean = {123.675, 116.28, 103.53};
+  const float cmean[3] = {123.675f, 116.28f, 103.53f};
+  std::vector<SampleAugment> aug(n);
+  std::vector<int32_t> place;
+  std::vector<float> light;
+  const CounterRng rng(make_key(6, RngPurpose::kCrop), 0);
+  for (int64_t i = 0; i < n; ++i) {
+    const Philox4 b = rng.block(static_cast<uint64_t>(i));
+    aug[i].crop_x = static_cast<int32_t>(b.v[0] % (side - crop + 1));
+    aug[i].crop_y = static_cast<int32_t>(b.v[1] % (side - crop + 1));
+    aug[i].flip = i % 2 == 0;
+    for (int c = 0; c < 3; ++c) aug[i].lighting[c] = static_cast<float>(static_cast<int32_t>(b.v[3] >> (8 * c) & 0xff) - 128) / 7.0f;
+    place.insert(place.end(), {aug[i].crop_x, aug[i].crop_y, aug[i].flip ? 1 : 0});
+    light.insert(light.end(), aug[i].lighting.begin(), aug[i].lighting.end());
+  }
+  for (const bool use_image : {true, false}) {
+    Tensor expect = Tensor::empty({n, 3, crop, crop}), got = Tensor::empty({n, 3, crop, crop});
+    for (int64_t i = 0; i < n; ++i)
+      normalize_crop(crops.data<uint8_t>() + i * 3 * crop * crop, static_cast<int>(crop), aug[i], stats, use_image,
+                     expect.data<float>() + i * 3 * crop * crop);
+    for (int64_t i = 0; i < got.numel(); ++i) {
+      if (use_image)
+        kernel::normalize_image_mean(i, crops.data<uint8_t>(), place.data(), light.data(), mimg.data<float>(),
+                                     got.data<float>(), crop, side);
+      else
+        kernel::normalize_channel_mean(i, crops.data<uint8_t>(), light.data(), cmean, got.data<float>(), crop);
+    }
+    EXPECT_TRUE(same_bits(got, expect)) << (use_image ? "mean image" : "channel means") << ": max rel diff "
+                                        << max_rel_diff(got, expect);
+  }
+}
+
+TEST(KernelElements, LrnAcrossAndWithinChannelsMatchTheCpu) {
+  const Shape s{2, 7, 6, 5};
+  const int64_t C = s[1], H = s[2], W = s[3], S = H * W;
+  Tensor x = uniform(s, 41, -3, 3), dy = uniform(s, 42);
+  for (bool within : {false, true})
+    for (int n : {1, 2, 3, 5, 9})
+      for (double beta : {0.75, 0.5, 1.0, 0.6}) {
+        const LrnParams p{2.0, n, 1e-2, beta};
+        Tensor y = Tensor::empty(s), sc = Tensor::empty(s), dx = Tensor::empty(s);
+        Tensor ky = Tensor::empty(s), ksc = Tensor::empty(s), kdx = Tensor::empty(s);
+        // The arguments the CUDA wrappers derive (lrn_forward_cuda / lrn_backward_cuda).
+        const float k = static_cast<float>(p.k), alpha = static_cast<float>(p.alpha), b = static_cast<float>(p.beta);
+        const float coef = static_cast<float>(2.0 * p.alpha * p.beta);
+        const float* xp = x.data<float>();
+        if (within) {
+          lrn2d_forward_cpu(x, y, sc, p);
+          lrn2d_backward_cpu(x, y, sc, dy, dx, p);
+          for (int64_t i = 0; i < x.numel(); ++i)
+            kernel::lrn_2d_fwd(i, xp, ky.data<float>(), ksc.data<float>(), H, W, n / 2, k, alpha, b);
+          for (int64_t i = 0; i < x.numel(); ++i)
+            kernel::lrn_2d_bwd(i, xp, ky.data<float>(), ksc.data<float>(), dy.data<float>(), kdx.data<float>(), H, W,
+                               n / 2, coef, b);
+        } else {
+          lrn_forward_cpu(x, y, sc, p);
+          lrn_backward_cpu(x, y, sc, dy, dx, p);
+          for (int64_t i = 0; i < x.numel(); ++i)
+            kernel::lrn_across_fwd(i, xp, ky.data<float>(), ksc.data<float>(), C, S, n / 2, k, alpha, b);
+          for (int64_t i = 0; i < x.numel(); ++i)
+            kernel::lrn_across_bwd(i, xp, ky.data<float>(), ksc.data<float>(), dy.data<float>(), kdx.data<float>(), C,
+                                   S, n / 2, coef, b);
+        }
+        const std::string what = std::string(within ? "2D" : "across") + " n=" + std::to_string(n) +
+                                 " beta=" + std::to_string(beta);
+        EXPECT_LE(max_rel_diff(ksc, sc), 1e-6) << what;
+        EXPECT_LE(max_rel_diff(ky, y), 2e-6) << what;
+        EXPECT_LE(max_rel_diff(kdx, dx), 1e-5) << what;
+      }
+}
+
+}  // namespace
+}  // namespace alexnet
