@@ -70,12 +70,13 @@ double sgemm_gflops() {
 int main(int argc, char** argv) {
   using namespace alexnet;
   try {
-    ArgParser args("bench_train", "[--batch 64] [--threads 2] [--iters 5] [--no-sgemm] [--device cpu|cuda] [--gpus 1|2]");
+    ArgParser args("bench_train", "[--batch 64] [--threads 2] [--iters 5] [--no-sgemm] [--no-crops] [--device cpu|cuda] [--gpus 1|2]");
     args.config_options();
     args.option("--batch", "images per step (default 64)");
     args.option("--threads", "CPU threads (default 2)");
     args.option("--iters", "timed steps (default 5, after one warm-up)");
     args.flag("--no-sgemm", "skip the SGEMM measurement");
+    args.flag("--no-crops", "with --device cuda: skip the timing of the uint8-crops input path");
     args.option("--device", "cpu (default) or cuda: where the towers run (parallel.precision applies on cuda)");
     args.option("--gpus", "with --device cuda: 1 puts both towers on GPU 0, 2 one tower per GPU (default 1)");
     if (!args.parse(argc, argv)) return 0;
@@ -97,9 +98,11 @@ int main(int argc, char** argv) {
       devices = {Device::cuda(0), Device::cuda(two ? 1 : 0)};
 #if ALEXNET_WITH_CUDA
       set_cuda_precision(cfg.parallel.precision);
+      set_cuda_deterministic(cfg.parallel.deterministic);
 #endif
-      std::printf("device: towers on %s and %s, precision %s\n", devices[0].str().c_str(), devices[1].str().c_str(),
-                  enum_name(cfg.parallel.precision));
+      std::printf("device: towers on %s and %s, precision %s, %s convolution algorithms\n", devices[0].str().c_str(),
+                  devices[1].str().c_str(), enum_name(cfg.parallel.precision),
+                  cfg.parallel.deterministic ? "deterministic" : "fastest");
     }
     auto sync = [&] {
 #if ALEXNET_WITH_CUDA
@@ -140,7 +143,7 @@ int main(int argc, char** argv) {
     const double gflop = train_gflop_per_image(cfg.model);
     std::printf("ours_step_s %.3f\nours_img_per_s %.2f\ngflop_per_image %.3f\nours_gflops %.1f\n", sec, ips,
                 gflop, ips * gflop);
-    if (cuda) {
+    if (cuda && !args.has("--no-crops")) {
       // The worker's own path: uint8 crops from the host each step, normalised on the towers' devices
       // (AlexNet::CropBatch; channel means and lighting, as the data service sends them).
       CropBatch b;

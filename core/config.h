@@ -163,6 +163,7 @@ struct ParallelConfig {
   int devices_per_rank = 2;
   int threads = 0;
   Precision precision = Precision::kFloat32;
+  bool deterministic = true;
   double bucket_mb = 25;
   bool overlap = true;
   template <class V> void visit(V& v) {
@@ -170,6 +171,7 @@ struct ParallelConfig {
     v("devices_per_rank", devices_per_rank, "GPUs per worker rank: 2 puts one tower on each (the paper), 1 both on one");
     v("threads", threads, "CPU backend threads per worker rank (0: cores divided among the node's ranks)");
     v("precision", precision, "GPU arithmetic: float32 (TF32 off), tf32, bf16 (float32 master weights)");
+    v("deterministic", deterministic, "GPU convolutions: the fastest algorithm whose results repeat bit for bit (false: the fastest of all, as PyTorch's cudnn.benchmark picks)");
     v("bucket_mb", bucket_mb, "gradient allreduce bucket size in MiB, backward order (0: one bucket for all)");
     v("overlap", overlap, "start each bucket's allreduce during backward, as soon as its gradients are final (false: every bucket after backward, the same bits)");
   }

@@ -58,6 +58,7 @@ std::array<Device, kTowers> apply_model_options(const ArgParser& args, const Con
   const int gpus = cuda_device_count();
   ALEXNET_CHECK(gpus > 0, kProgram, ": --device cuda, but this process sees no CUDA device (", device_summary(), ")");
   set_cuda_precision(cfg.parallel.precision);
+  set_cuda_deterministic(cfg.parallel.deterministic);
   // One process on this node: the worker's placement, on one GPU when only one is visible.
   const std::array<int, 2> gpu = tower_gpus(0, 1, std::min(cfg.parallel.devices_per_rank, gpus), gpus);
   std::cerr << kProgram << ": towers on cuda:" << gpu[0] << " and cuda:" << gpu[1] << ", precision "

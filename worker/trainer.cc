@@ -244,9 +244,11 @@ void Worker::choose_devices() {
   for (int t = 0; t < kTowers; ++t) devices_[t] = Device::cuda(gpu[t]);
 #if ALEXNET_WITH_CUDA
   set_cuda_precision(config_.parallel.precision);
+  set_cuda_deterministic(config_.parallel.deterministic);
 #endif
   backend_line_ = str_cat("CUDA backend: tower 0 on GPU ", devices_[0].index, ", tower 1 on GPU ", devices_[1].index,
-                          ", precision ", enum_name(config_.parallel.precision));
+                          ", precision ", enum_name(config_.parallel.precision),
+                          config_.parallel.deterministic ? "" : ", fastest (not bit-reproducible) convolutions");
 }
 
 void Worker::append_metrics(const std::string& json) {

@@ -74,6 +74,7 @@ void check_channel_vectors(const char* op, const Tensor& x,
 
 std::mutex g_mu;
 Precision g_precision = Precision::kFloat32;
+bool g_deterministic = true;
 
 // Device memory grown to the largest request and then reused. Growing waits for `stream` (the only
 // user of the old block) before freeing it; after the first steps it never grows again.
@@ -136,10 +137,11 @@ ConvMath conv_math() {
   return ConvMath::kF32;
 }
 
-using ConvKey = std::tuple<int, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int, int, int, int>;
+using ConvKey = std::tuple<int, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int, int, int, int, bool>;
 
 struct ConvPlan {
   ConvMath math = ConvMath::kF32;
+  bool deterministic = true;  // parallel.deterministic when the plan was made
   cudnnTensorDescriptor_t x = nullptr, y = nullptr;
   cudnnFilterDescriptor_t w = nullptr;
   cudnnConvolutionDescriptor_t conv = nullptr;
@@ -169,12 +171,14 @@ constexpr size_t kSearchWorkspace = size_t{512} << 20;
 ConvPlan& conv_plan(const Tensor& x, const Tensor& w, const ConvParams& p, ConvMath math) {
   static std::map<ConvKey, std::unique_ptr<ConvPlan>> plans;
   const int64_t N = x.dim(0), C = x.dim(1), H = x.dim(2), W = x.dim(3), K = w.dim(0), R = w.dim(2);
-  const ConvKey key{x.device().index, N, C, H, W, K, R, p.stride, p.pad, p.groups, static_cast<int>(math)};
   std::lock_guard<std::mutex> lock(g_mu);
+  const ConvKey key{x.device().index, N, C, H, W, K, R, p.stride, p.pad, p.groups, static_cast<int>(math),
+                    g_deterministic};
   auto& slot = plans[key];
   if (slot) return *slot;
   auto plan = std::make_unique<ConvPlan>();
   plan->math = math;
+  plan->deterministic = g_deterministic;
   const cudnnDataType_t data = math == ConvMath::kBf16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT;
   const int64_t Ho = conv_out_size(H, R, p.stride, p.pad), Wo = conv_out_size(W, R, p.stride, p.pad);
   CUDNN_OK(cudnnCreateTensorDescriptor(&plan->x));
@@ -196,18 +200,20 @@ ConvPlan& conv_plan(const Tensor& x, const Tensor& w, const ConvParams& p, ConvM
   return *slot;
 }
 
-// The fastest deterministic algorithm of a cudnnFind... result list (sorted fastest first), else the
-// fastest that works (then repeated runs may differ in the last bits), else null.
-// A float32 plan takes no result that was timed with tensor-core math.
+// From a cudnnFind... result list (sorted fastest first): for a deterministic plan the fastest
+// deterministic algorithm when there is one, else (and for any plan) the fastest that works (then
+// repeated runs may differ in the last bits); null when none works. A float32 plan takes no result that
+// was timed with tensor-core math.
 template <class Perf>
-const Perf* pick(const Perf* perf, int count, ConvMath math) {
+const Perf* pick(const Perf* perf, int count, const ConvPlan& plan) {
   auto usable = [&](const Perf& r) {
     return r.status == CUDNN_STATUS_SUCCESS &&
-           (math != ConvMath::kF32 || (r.mathType != CUDNN_TENSOR_OP_MATH &&
-                                       r.mathType != CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION));
+           (plan.math != ConvMath::kF32 || (r.mathType != CUDNN_TENSOR_OP_MATH &&
+                                            r.mathType != CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION));
   };
-  for (int i = 0; i < count; ++i)
-    if (usable(perf[i]) && perf[i].determinism == CUDNN_DETERMINISTIC) return &perf[i];
+  if (plan.deterministic)
+    for (int i = 0; i < count; ++i)
+      if (usable(perf[i]) && perf[i].determinism == CUDNN_DETERMINISTIC) return &perf[i];
   for (int i = 0; i < count; ++i)
     if (usable(perf[i])) return &perf[i];
   return nullptr;
@@ -440,7 +446,7 @@ bool choose_forward(ConvPlan& plan, StreamContext& ctx, CudaStream s, const void
                                                       kSearchWorkspace),
                 "forward"))
     return false;
-  const auto* best = pick(perf, count, plan.math);
+  const auto* best = pick(perf, count, plan);
   if (!best) return false;
   plan.fwd = best->algo;
   plan.fwd_ws = best->memory;
@@ -462,7 +468,7 @@ bool choose_backward(ConvPlan& plan, StreamContext& ctx, CudaStream s, const voi
                                                                 perf, ws, kSearchWorkspace),
                   "backward-filter"))
       return false;
-    const auto* best = pick(perf, count, plan.math);
+    const auto* best = pick(perf, count, plan);
     if (!best) return false;
     plan.bwd_filter = best->algo;
     plan.bwd_filter_ws = best->memory;
@@ -479,7 +485,7 @@ bool choose_backward(ConvPlan& plan, StreamContext& ctx, CudaStream s, const voi
                                                               kSearchWorkspace),
                   "backward-data"))
       return false;
-    const auto* best = pick(perf, count, plan.math);
+    const auto* best = pick(perf, count, plan);
     if (!best) return false;
     plan.bwd_data = best->algo;
     plan.bwd_data_ws = best->memory;
@@ -601,6 +607,11 @@ void cuda_release_stream_resources(int device, CudaStream stream) {
 void set_cuda_precision(Precision p) {
   std::lock_guard<std::mutex> lock(g_mu);
   g_precision = p;
+}
+
+void set_cuda_deterministic(bool deterministic) {
+  std::lock_guard<std::mutex> lock(g_mu);
+  g_deterministic = deterministic;
 }
 
 namespace {

@@ -72,8 +72,12 @@ void normalize_crops_cuda(const Tensor& crops, const Tensor& placement, const Te
 // convolutions and FC layers in bf16 with float32 accumulation, everything else float32 (a convolution
 // shape cuDNN has no bf16 algorithm for runs in TF32). Process-wide; set it before the first step.
 void set_cuda_precision(Precision precision);
+// parallel.deterministic: true (the default) runs each convolution with the fastest cuDNN algorithm
+// whose results repeat bit for bit (any algorithm only where none does); false with the fastest of all.
+// Process-wide; set it before the first step.
+void set_cuda_deterministic(bool deterministic);
 
-// As conv2d_*_cpu (cuDNN; algorithms found once per shape, deterministic ones first).
+// As conv2d_*_cpu (cuDNN; algorithms found once per shape and choice, parallel.deterministic).
 void conv2d_forward_cuda(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y, const ConvParams& p,
                          bool post_relu, CudaStream stream);
 void conv2d_backward_cuda(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx, Tensor& dw, Tensor& db,

@@ -1,5 +1,6 @@
-// The GPU precision for one scope of a test (CUDA builds only): float32 is put back when the scope ends,
-// a failed assertion or an exception included, so no test runs in a precision another one left behind.
+// The GPU precision (and the convolution algorithm choice) for one scope of a test (CUDA builds only):
+// the default is put back when the scope ends, a failed assertion or an exception included, so no test
+// runs in a setting another one left behind.
 #pragma once
 
 #include "core/config.h"
@@ -12,6 +13,14 @@ struct PrecisionScope {
   ~PrecisionScope() { set_cuda_precision(Precision::kFloat32); }
   PrecisionScope(const PrecisionScope&) = delete;
   PrecisionScope& operator=(const PrecisionScope&) = delete;
+};
+
+// parallel.deterministic for one scope; true (the default) is put back when it ends.
+struct DeterministicScope {
+  explicit DeterministicScope(bool deterministic) { set_cuda_deterministic(deterministic); }
+  ~DeterministicScope() { set_cuda_deterministic(true); }
+  DeterministicScope(const DeterministicScope&) = delete;
+  DeterministicScope& operator=(const DeterministicScope&) = delete;
 };
 
 }  // namespace alexnet::testing

@@ -277,6 +277,9 @@ const ConvCase kConvCases[] = {{{2, 3, 67, 67}, {16, 3, 11, 11}, {4, 0, 1}},
 TEST_F(CudaLayers, ConvolutionsOfTheNetwork) {
   const testing::PrecisionScope scope(Precision::kFloat32);
   for (const ConvCase& c : kConvCases) check_conv(c, 1e-5, "float32");
+  // parallel.deterministic false: cuDNN's fastest algorithms (atomics reorder some sums).
+  const testing::DeterministicScope fastest(false);
+  for (const ConvCase& c : kConvCases) check_conv(c, 1e-5, "float32, fastest algorithms");
 }
 
 TEST_F(CudaLayers, FullyConnected) {
