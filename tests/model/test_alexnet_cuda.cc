@@ -19,6 +19,7 @@
 #include "tests/common/gradcheck.h"
 #include "tests/common/expect.h"
 #include "tests/common/precision_scope.h"
+#include "tests/common/random_crops.h"
 
 namespace alexnet {
 namespace {
@@ -154,23 +155,13 @@ TEST(AlexNetCudaCrops, CropBatchIsTheCpuGraphOnNormalisedCrops) {
   stats.channel_mean = {123.675, 116.28, 103.53};
   CropBatch batch;
   batch.crops = Tensor::empty({n, 3, crop, crop}, DType::kU8);
-  const CounterRng rng(make_key(seed, RngPurpose::kCrop), 0);
+  const CounterRng pix(make_key(seed, RngPurpose::kLighting), 1);
   for (int64_t i = 0; i < batch.crops.numel(); ++i)
-    batch.crops.data<uint8_t>()[i] = static_cast<uint8_t>(rng.bits(static_cast<uint64_t>(i) + 1000) & 0xff);
-  std::vector<SampleAugment> aug(n);
-  std::vector<int32_t> place;
-  std::vector<float> light;
-  for (int64_t i = 0; i < n; ++i) {
-    const Philox4 b = rng.block(static_cast<uint64_t>(i));
-    aug[i].crop_x = static_cast<int32_t>(b.v[0] % (side - crop + 1));
-    aug[i].crop_y = static_cast<int32_t>(b.v[1] % (side - crop + 1));
-    aug[i].flip = i % 2 == 1;
-    for (int c = 0; c < 3; ++c) aug[i].lighting[c] = static_cast<float>(static_cast<int32_t>(b.v[3] >> (8 * c) & 0xff) - 128) / 9.0f;
-    place.insert(place.end(), {aug[i].crop_x, aug[i].crop_y, aug[i].flip ? 1 : 0});
-    light.insert(light.end(), aug[i].lighting.begin(), aug[i].lighting.end());
-  }
-  batch.placement = Tensor::from_vector<int32_t>({n, 3}, place);
-  batch.lighting = Tensor::from_vector<float>({n, 3}, light);
+    batch.crops.data<uint8_t>()[i] = static_cast<uint8_t>(pix.bits(static_cast<uint64_t>(i)) & 0xff);
+  const testing::RandomCrops rc = testing::random_crops(seed, n, crop, side, /*flip_every_other=*/true);
+  const std::vector<SampleAugment>& aug = rc.aug;
+  batch.placement = Tensor::from_vector<int32_t>({n, 3}, rc.place);
+  batch.lighting = Tensor::from_vector<float>({n, 3}, rc.light);
   std::vector<int64_t> lab(n), ids(n);
   for (int64_t i = 0; i < n; ++i) lab[i] = (static_cast<int64_t>(seed % 7) + 3 * i) % 10, ids[i] = 500 + i;
   Tensor labels = Tensor::from_vector<int64_t>({n}, lab);

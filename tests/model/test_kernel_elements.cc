@@ -16,6 +16,7 @@
 #include "model/layers.h"
 #include "tests/common/expect.h"
 #include "tests/common/gradcheck.h"
+#include "tests/common/random_crops.h"
 
 namespace alexnet {
 namespace {
@@ -95,19 +96,10 @@ TEST(KernelElements, InputStepIsNormalizeCropBitForBit) {
   stats.mean_image.assign(mimg.data<float>(), mimg.data<float>() + mimg.numel());
   stats.channel_mean = {123.675, 116.28, 103.53};
   const float cmean[3] = {123.675f, 116.28f, 103.53f};
-  std::vector<SampleAugment> aug(n);
-  std::vector<int32_t> place;
-  std::vector<float> light;
-  const CounterRng rng(make_key(6, RngPurpose::kCrop), 0);
-  for (int64_t i = 0; i < n; ++i) {
-    const Philox4 b = rng.block(static_cast<uint64_t>(i));
-    aug[i].crop_x = static_cast<int32_t>(b.v[0] % (side - crop + 1));
-    aug[i].crop_y = static_cast<int32_t>(b.v[1] % (side - crop + 1));
-    aug[i].flip = i % 2 == 0;
-    for (int c = 0; c < 3; ++c) aug[i].lighting[c] = static_cast<float>(static_cast<int32_t>(b.v[3] >> (8 * c) & 0xff) - 128) / 7.0f;
-    place.insert(place.end(), {aug[i].crop_x, aug[i].crop_y, aug[i].flip ? 1 : 0});
-    light.insert(light.end(), aug[i].lighting.begin(), aug[i].lighting.end());
-  }
+  const testing::RandomCrops rc = testing::random_crops(6, n, crop, side, /*flip_every_other=*/true);
+  const std::vector<SampleAugment>& aug = rc.aug;
+  const std::vector<int32_t>& place = rc.place;
+  const std::vector<float>& light = rc.light;
   for (const bool use_image : {true, false}) {
     Tensor expect = Tensor::empty({n, 3, crop, crop}), got = Tensor::empty({n, 3, crop, crop});
     for (int64_t i = 0; i < n; ++i)

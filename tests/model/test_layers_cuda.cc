@@ -18,6 +18,7 @@
 #include "tests/common/expect.h"
 #include "tests/common/gradcheck.h"
 #include "tests/common/precision_scope.h"
+#include "tests/common/random_crops.h"
 
 namespace alexnet {
 namespace {
@@ -342,21 +343,10 @@ TEST_F(CudaLayers, NormalizeCropsAreTheCpus) {
   Tensor mimg = host({3, side, side}, 0, 255);
   stats.mean_image.assign(mimg.data<float>(), mimg.data<float>() + mimg.numel());
   stats.channel_mean = {123.675, 116.28, 103.53};
-  std::vector<int32_t> place;
-  std::vector<float> light;
-  std::vector<SampleAugment> aug(n);
-  const CounterRng rng(make_key(seed_, RngPurpose::kCrop), 0);
-  for (int64_t i = 0; i < n; ++i) {
-    const Philox4 b = rng.block(static_cast<uint64_t>(i));
-    aug[i].crop_x = static_cast<int32_t>(b.v[0] % (side - crop + 1));
-    aug[i].crop_y = static_cast<int32_t>(b.v[1] % (side - crop + 1));
-    aug[i].flip = (b.v[2] & 1) != 0;
-    for (int c = 0; c < 3; ++c) aug[i].lighting[c] = static_cast<float>(static_cast<int32_t>(b.v[3] >> (8 * c) & 0xff) - 128) / 7.0f;
-    place.insert(place.end(), {aug[i].crop_x, aug[i].crop_y, aug[i].flip ? 1 : 0});
-    light.insert(light.end(), aug[i].lighting.begin(), aug[i].lighting.end());
-  }
-  Tensor dplace = gpu(Tensor::from_vector<int32_t>({n, 3}, place));
-  Tensor dlight = gpu(Tensor::from_vector<float>({n, 3}, light));
+  const testing::RandomCrops rc = testing::random_crops(seed_, n, crop, side);
+  const std::vector<SampleAugment>& aug = rc.aug;
+  Tensor dplace = gpu(Tensor::from_vector<int32_t>({n, 3}, rc.place));
+  Tensor dlight = gpu(Tensor::from_vector<float>({n, 3}, rc.light));
   std::vector<float> cmean{static_cast<float>(stats.channel_mean[0]), static_cast<float>(stats.channel_mean[1]),
                            static_cast<float>(stats.channel_mean[2])};
   for (const bool use_image : {true, false}) {
