@@ -139,21 +139,27 @@ ConvMath conv_math() {
 
 using ConvKey = std::tuple<int, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int, int, int, int, bool>;
 
+// One direction's algorithm, chosen once: the algorithm, the workspace it asked for, and the math type it
+// was timed with (set on the descriptor before each call, so cuDNN runs the kernel it timed; float32
+// plans keep CUDNN_FMA_MATH).
+template <class Algo>
+struct Choice {
+  bool chosen = false;
+  Algo algo{};
+  size_t ws = 0;
+  cudnnMathType_t math = CUDNN_FMA_MATH;
+};
+
 struct ConvPlan {
   ConvMath math = ConvMath::kF32;
   bool deterministic = true;  // parallel.deterministic when the plan was made
   cudnnTensorDescriptor_t x = nullptr, y = nullptr;
   cudnnFilterDescriptor_t w = nullptr;
   cudnnConvolutionDescriptor_t conv = nullptr;
-  bool chosen_fwd = false, chosen_filter = false, chosen_data = false;
   bool unsupported = false;  // bf16: cuDNN offered no algorithm for a direction; the layer runs in TF32
-  cudnnConvolutionFwdAlgo_t fwd{};
-  cudnnConvolutionBwdDataAlgo_t bwd_data{};
-  cudnnConvolutionBwdFilterAlgo_t bwd_filter{};
-  size_t fwd_ws = 0, bwd_data_ws = 0, bwd_filter_ws = 0;
-  // The math type each chosen algorithm was timed with: set on the descriptor before each call, so cuDNN
-  // runs the kernel it timed (float32 plans keep CUDNN_FMA_MATH).
-  cudnnMathType_t fwd_math = CUDNN_FMA_MATH, bwd_data_math = CUDNN_FMA_MATH, bwd_filter_math = CUDNN_FMA_MATH;
+  Choice<cudnnConvolutionFwdAlgo_t> fwd;
+  Choice<cudnnConvolutionBwdDataAlgo_t> bwd_data;
+  Choice<cudnnConvolutionBwdFilterAlgo_t> bwd_filter;
 };
 
 // Puts the math type of the direction about to run on the plan's descriptor (one host thread issues
@@ -219,8 +225,16 @@ const Perf* pick(const Perf* perf, int count, const ConvPlan& plan) {
   return nullptr;
 }
 
-cudnnMathType_t timed_math(const ConvPlan& plan, cudnnMathType_t searched) {
-  return plan.math == ConvMath::kF32 ? CUDNN_FMA_MATH : searched;
+// Records the pick from a search's results into `choice`; false when none is usable.
+template <class Perf, class Algo>
+bool record(const ConvPlan& plan, const Perf* perf, int count, Choice<Algo>& choice) {
+  const Perf* best = pick(perf, count, plan);
+  if (!best) return false;
+  choice.algo = best->algo;
+  choice.ws = best->memory;
+  choice.math = plan.math == ConvMath::kF32 ? CUDNN_FMA_MATH : best->mathType;
+  choice.chosen = true;
+  return true;
 }
 
 __global__ void to_bf16(const float* a, __nv_bfloat16* b, int64_t n) {
@@ -436,7 +450,7 @@ bool searched(cudnnStatus_t st, const char* what) {
 
 // The forward algorithm of a plan, searched once on the call's own buffers. False: cuDNN has none.
 bool choose_forward(ConvPlan& plan, StreamContext& ctx, CudaStream s, const void* x, const void* w, void* y) {
-  if (plan.chosen_fwd) return true;
+  if (plan.fwd.chosen) return true;
   cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
   int count = 0;
   void* ws = ctx.workspace.ensure(kSearchWorkspace, s);
@@ -446,19 +460,13 @@ bool choose_forward(ConvPlan& plan, StreamContext& ctx, CudaStream s, const void
                                                       kSearchWorkspace),
                 "forward"))
     return false;
-  const auto* best = pick(perf, count, plan);
-  if (!best) return false;
-  plan.fwd = best->algo;
-  plan.fwd_ws = best->memory;
-  plan.fwd_math = timed_math(plan, best->mathType);
-  plan.chosen_fwd = true;
-  return true;
+  return record(plan, perf, count, plan.fwd);
 }
 
 bool choose_backward(ConvPlan& plan, StreamContext& ctx, CudaStream s, const void* x, const void* w, const void* dy,
                      void* dx, void* dw) {
   void* ws = nullptr;
-  if (!plan.chosen_filter) {
+  if (!plan.bwd_filter.chosen) {
     ws = ctx.workspace.ensure(kSearchWorkspace, s);
     use_math(plan, plan_math(plan));
     cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
@@ -468,14 +476,9 @@ bool choose_backward(ConvPlan& plan, StreamContext& ctx, CudaStream s, const voi
                                                                 perf, ws, kSearchWorkspace),
                   "backward-filter"))
       return false;
-    const auto* best = pick(perf, count, plan);
-    if (!best) return false;
-    plan.bwd_filter = best->algo;
-    plan.bwd_filter_ws = best->memory;
-    plan.bwd_filter_math = timed_math(plan, best->mathType);
-    plan.chosen_filter = true;
+    if (!record(plan, perf, count, plan.bwd_filter)) return false;
   }
-  if (dx && !plan.chosen_data) {
+  if (dx && !plan.bwd_data.chosen) {
     ws = ctx.workspace.ensure(kSearchWorkspace, s);
     use_math(plan, plan_math(plan));
     cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
@@ -485,12 +488,7 @@ bool choose_backward(ConvPlan& plan, StreamContext& ctx, CudaStream s, const voi
                                                               kSearchWorkspace),
                   "backward-data"))
       return false;
-    const auto* best = pick(perf, count, plan);
-    if (!best) return false;
-    plan.bwd_data = best->algo;
-    plan.bwd_data_ws = best->memory;
-    plan.bwd_data_math = timed_math(plan, best->mathType);
-    plan.chosen_data = true;
+    if (!record(plan, perf, count, plan.bwd_data)) return false;
   }
   return true;
 }
@@ -512,10 +510,10 @@ void conv_forward_float(ConvPlan& plan, StreamContext& ctx, const Tensor& x, con
   ALEXNET_CHECK(choose_forward(plan, ctx, s, x.data<float>(), w.data<float>(), y.data<float>()),
                 "cuDNN offers no forward algorithm for the convolution ", x.describe(), " * ", w.describe());
   const float one = 1.0f, zero = 0.0f;
-  void* ws = ctx.workspace.ensure(plan.fwd_ws, s);
-  use_math(plan, plan.fwd_math);
+  void* ws = ctx.workspace.ensure(plan.fwd.ws, s);
+  use_math(plan, plan.fwd.math);
   CUDNN_OK(cudnnConvolutionForward(ctx.cudnn, &one, plan.x, x.data<float>(), plan.w, w.data<float>(), plan.conv,
-                                   plan.fwd, ws, ctx.workspace.bytes, &zero, plan.y, y.data<float>()));
+                                   plan.fwd.algo, ws, ctx.workspace.bytes, &zero, plan.y, y.data<float>()));
   add_bias_nchw<<<blocks_for(y.numel()), kThreads, 0, s>>>(y.data<float>(), b.data<float>(), y.numel(), y.dim(1),
                                                            y.dim(2) * y.dim(3), post_relu);
 }
@@ -532,9 +530,9 @@ bool conv_forward_bf16(ConvPlan& plan, StreamContext& ctx, const Tensor& x, cons
     return false;
   }
   const float one = 1.0f, zero = 0.0f;
-  void* ws = ctx.workspace.ensure(plan.fwd_ws, s);
-  use_math(plan, plan.fwd_math);
-  CUDNN_OK(cudnnConvolutionForward(ctx.cudnn, &one, plan.x, xb, plan.w, wb, plan.conv, plan.fwd, ws,
+  void* ws = ctx.workspace.ensure(plan.fwd.ws, s);
+  use_math(plan, plan.fwd.math);
+  CUDNN_OK(cudnnConvolutionForward(ctx.cudnn, &one, plan.x, xb, plan.w, wb, plan.conv, plan.fwd.algo, ws,
                                    ctx.workspace.bytes, &zero, plan.y, yb));
   add_bias_nchw_from_bf16<<<blocks_for(y.numel()), kThreads, 0, s>>>(yb, y.data<float>(), b.data<float>(), y.numel(),
                                                                      y.dim(1), y.dim(2) * y.dim(3), post_relu);
@@ -547,14 +545,14 @@ void conv_backward_float(ConvPlan& plan, StreamContext& ctx, const Tensor& x, co
                                 dx ? dx->data<float>() : nullptr, dw.data<float>()),
                 "cuDNN offers no backward algorithm for the convolution ", x.describe(), " * ", w.describe());
   const float one = 1.0f, zero = 0.0f;
-  void* ws = ctx.workspace.ensure(std::max(plan.bwd_filter_ws, dx ? plan.bwd_data_ws : 0), s);
-  use_math(plan, plan.bwd_filter_math);
+  void* ws = ctx.workspace.ensure(std::max(plan.bwd_filter.ws, dx ? plan.bwd_data.ws : 0), s);
+  use_math(plan, plan.bwd_filter.math);
   CUDNN_OK(cudnnConvolutionBackwardFilter(ctx.cudnn, &one, plan.x, x.data<float>(), plan.y, dy.data<float>(), plan.conv,
-                                          plan.bwd_filter, ws, ctx.workspace.bytes, &zero, plan.w, dw.data<float>()));
+                                          plan.bwd_filter.algo, ws, ctx.workspace.bytes, &zero, plan.w, dw.data<float>()));
   if (dx) {
-    use_math(plan, plan.bwd_data_math);
+    use_math(plan, plan.bwd_data.math);
     CUDNN_OK(cudnnConvolutionBackwardData(ctx.cudnn, &one, plan.w, w.data<float>(), plan.y, dy.data<float>(), plan.conv,
-                                          plan.bwd_data, ws, ctx.workspace.bytes, &zero, plan.x, dx->data<float>()));
+                                          plan.bwd_data.algo, ws, ctx.workspace.bytes, &zero, plan.x, dx->data<float>()));
   }
 }
 
@@ -571,14 +569,14 @@ bool conv_backward_bf16(ConvPlan& plan, StreamContext& ctx, const Tensor& x, con
     return false;
   }
   const float one = 1.0f, zero = 0.0f;
-  void* ws = ctx.workspace.ensure(std::max(plan.bwd_filter_ws, dx ? plan.bwd_data_ws : 0), s);
-  use_math(plan, plan.bwd_filter_math);
-  CUDNN_OK(cudnnConvolutionBackwardFilter(ctx.cudnn, &one, plan.x, xb, plan.y, dyb, plan.conv, plan.bwd_filter, ws,
+  void* ws = ctx.workspace.ensure(std::max(plan.bwd_filter.ws, dx ? plan.bwd_data.ws : 0), s);
+  use_math(plan, plan.bwd_filter.math);
+  CUDNN_OK(cudnnConvolutionBackwardFilter(ctx.cudnn, &one, plan.x, xb, plan.y, dyb, plan.conv, plan.bwd_filter.algo, ws,
                                           ctx.workspace.bytes, &zero, plan.w, dwb));
   convert_from_bf16(dwb, dw, s);
   if (dx) {
-    use_math(plan, plan.bwd_data_math);
-    CUDNN_OK(cudnnConvolutionBackwardData(ctx.cudnn, &one, plan.w, wb, plan.y, dyb, plan.conv, plan.bwd_data, ws,
+    use_math(plan, plan.bwd_data.math);
+    CUDNN_OK(cudnnConvolutionBackwardData(ctx.cudnn, &one, plan.w, wb, plan.y, dyb, plan.conv, plan.bwd_data.algo, ws,
                                           ctx.workspace.bytes, &zero, plan.x, dxb));
     convert_from_bf16(dxb, *dx, s);
   }
