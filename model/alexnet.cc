@@ -136,7 +136,10 @@ AlexNet::AlexNet(const ModelConfig& cfg, std::array<Device, kTowers> devices)
     ALEXNET_CHECK(devices_[t].is_cpu(), "this build has no CUDA backend; tower ", t, " asked for ", devices_[t].str());
 #endif
     Tower& tw = towers_[t];
-    if (devices_[t].is_cuda()) tw.stream = TowerStream(devices_[t]);
+    if (devices_[t].is_cuda()) {
+      tw.stream = TowerStream(devices_[t]);
+      tw.transfers = std::make_unique<ops::PinnedTransfers>(devices_[t]);
+    }
     int64_t total = 0;
     for (const ParamInfo& p : table_)
       if (p.trainable) total += shape_numel(p.tower_shape(t));
@@ -367,7 +370,8 @@ Tensor AlexNet::forward(const Tensor* images, const CropBatch* crops, bool train
   // Each tower's copy of the input (the host batch itself on the CPU), and of the sample ids for the
   // dropout draws on a device. With both towers on CUDA devices only tower 0 takes the batch from the
   // host (and normalises the crops); tower 1 copies tower 0's input on the device (or over the peer
-  // link), which costs far less than a second host transfer and input step.
+  // link), which costs far less than a second host transfer and input step. Host data goes up through
+  // the tower's pinned transfers, queued on its stream: the host does not wait for the copies.
   std::array<Tensor, kTowers> xin;
   std::array<const Tensor*, kTowers> ids_dev{};
   const int64_t side = cfg_.input_size;
@@ -375,9 +379,14 @@ Tensor AlexNet::forward(const Tensor* images, const CropBatch* crops, bool train
     if (devices_[t].is_cpu()) {
       towers_[t].ws["x"] = *images;
     } else {
+      ops::PinnedTransfers& io = *towers_[t].transfers;
+      io.finish();  // after a pass that stopped on an error, its copies are still counted
+      ops::StreamScope on(stream(t));
       Tensor& x = scratch(t, "x", {n, 3, side, side});
       if (t == 1 && devices_[0].is_cuda()) {
         put_columns(towers_[0].ws.at("x"), stream(0), x, stream(1), 0);
+      } else if (images && images->device().is_cpu()) {
+        io.upload(*images, x);
       } else if (images) {
         x.copy_from(*images);
       } else {
@@ -385,15 +394,14 @@ Tensor AlexNet::forward(const Tensor* images, const CropBatch* crops, bool train
         Tensor& c = scratch(t, "crops", crops->crops.shape(), DType::kU8);
         Tensor& pl = scratch(t, "placement", {n, 3}, DType::kI32);
         Tensor& li = scratch(t, "lighting", {n, 3});
-        c.copy_from(crops->crops);
-        pl.copy_from(crops->placement);
-        li.copy_from(crops->lighting);
-        ops::StreamScope on(stream(t));
+        io.upload(crops->crops, c);
+        io.upload(crops->placement, pl);
+        io.upload(crops->lighting, li);
         ops::normalize_crops(c, pl, li, input_mean_[t], x);
       }
       if (dropout) {
         Tensor& d = scratch(t, "sample_ids", {n}, DType::kI64);
-        d.copy_from(Tensor::from_vector<int64_t>({n}, std::vector<int64_t>(sample_ids, sample_ids + n)));
+        io.upload(Tensor::from_vector<int64_t>({n}, std::vector<int64_t>(sample_ids, sample_ids + n)), d);
         ids_dev[t] = &d;
       }
     }
@@ -510,7 +518,6 @@ Tensor AlexNet::forward(const Tensor* images, const CropBatch* crops, bool train
     }
     prev = next;
   }
-  Tensor& logits = scratch(-1, "logits", {n, cfg_.num_classes});
   const int64_t split8 = table_[index_of("fc8/weight")].split;
   std::array<Tensor*, kTowers> in8{}, out8{};
   for (int t = 0; t < kTowers; ++t) {
@@ -523,8 +530,12 @@ Tensor AlexNet::forward(const Tensor* images, const CropBatch* crops, bool train
     out8[t] = &scratch(t, "logits", {n, t == 0 ? split8 : cfg_.num_classes - split8});
     ops::linear_forward(*in8[t], P(t, "fc8/weight"), P(t, "fc8/bias"), *out8[t], false);
   }
-  // Both towers' fc8 are queued before the host waits for the first one's logits.
-  for (int t = 0; t < kTowers; ++t) put_columns(*out8[t], stream(t), logits, nullptr, t == 0 ? 0 : split8);
+  // Both towers' fc8 are queued before the logits are gathered: on tower 0's GPU, where the loss is
+  // computed without the host waiting, or on the host for a CPU tower 0.
+  const bool on_device = devices_[0].is_cuda();
+  Tensor& logits = on_device ? scratch(0, "logits_all", {n, cfg_.num_classes}) : scratch(-1, "logits", {n, cfg_.num_classes});
+  for (int t = 0; t < kTowers; ++t)
+    put_columns(*out8[t], stream(t), logits, on_device ? stream(0) : nullptr, t == 0 ? 0 : split8);
   return logits;
 }
 
@@ -559,12 +570,17 @@ void AlexNet::backward(const Tensor& dlogits) {
   };
 
   const int64_t split8 = table_[index_of("fc8/weight")].split;
+  // Each tower's share of dlogits (on the host, or on tower 0's GPU), both copies queued before either
+  // tower's compute, as at every crossing below.
   for (int t = 0; t < kTowers; ++t) {
     ops::StreamScope on(stream(t));
     Tensor& dl = scratch(t, "dlogits", ws(t, "logits").shape());
-    take_columns(dlogits, nullptr, t == 0 ? 0 : split8, dl, stream(t), false);
+    take_columns(dlogits, dlogits.device().is_cpu() ? nullptr : stream(0), t == 0 ? 0 : split8, dl, stream(t), false);
+  }
+  for (int t = 0; t < kTowers; ++t) {
+    ops::StreamScope on(stream(t));
     Tensor& dx = scratch(t, "dx_fc8", ws(t, "in_fc8").shape());
-    ops::linear_backward(ws(t, "in_fc8"), W(t, "fc8"), dl, &dx, GW(t, "fc8"), GB(t, "fc8"));
+    ops::linear_backward(ws(t, "in_fc8"), W(t, "fc8"), ws(t, "dlogits"), &dx, GW(t, "fc8"), GB(t, "fc8"));
     ready(t, "fc8");
   }
   std::string next_dx = "dx_fc8";
@@ -663,11 +679,31 @@ double AlexNet::train_pass(const CropBatch& batch, const Tensor& labels, const P
 double AlexNet::train_from(const Tensor* images, const CropBatch* crops, const Tensor& labels, const PassOptions& opt,
                            Tensor* logits_out) {
   Tensor logits = forward(images, crops, true, opt);
-  Tensor& probs = scratch(-1, "probs", logits.shape());
-  const double loss = softmax_xent_forward_cpu(logits, labels, probs);
-  Tensor& dlogits = scratch(-1, "dlogits", logits.shape());
-  softmax_xent_backward_cpu(probs, labels, dlogits);
-  if (logits_out) *logits_out = logits.clone();
+  const int64_t n = logits.dim(0);
+  double loss = 0;
+  Tensor dlogits;
+  const bool on_device = !logits.device().is_cpu();
+  if (!on_device) {
+    Tensor& probs = scratch(-1, "probs", logits.shape());
+    loss = softmax_xent_forward_cpu(logits, labels, probs);
+    dlogits = scratch(-1, "dlogits", logits.shape());
+    softmax_xent_backward_cpu(probs, labels, dlogits);
+    if (logits_out) *logits_out = logits.clone();
+  } else {
+    // On tower 0's GPU, and nothing waits: backward is queued behind the loss at once, and the per-row
+    // losses (and the logits) come back through pinned copies, read once the whole pass is queued.
+    ops::PinnedTransfers& io = *towers_[0].transfers;
+    ops::StreamScope on(stream(0));
+    Tensor& labels_dev = scratch(0, "labels", {n}, DType::kI64);
+    io.upload(labels, labels_dev);
+    Tensor& probs = scratch(0, "probs", logits.shape());
+    Tensor& rows = scratch(0, "row_loss", {n}, DType::kF64);
+    ops::softmax_xent_rows(logits, labels_dev, probs, rows);
+    dlogits = scratch(0, "dlogits_all", logits.shape());
+    ops::softmax_xent_backward(probs, labels_dev, dlogits);
+    io.download(rows, scratch(-1, "row_loss", {n}, DType::kF64));
+    if (logits_out) io.download(logits, scratch(-1, "logits", logits.shape()));
+  }
   grad_ready_ = opt.on_grad_ready;
   try {
     backward(dlogits);
@@ -676,6 +712,12 @@ double AlexNet::train_from(const Tensor* images, const CropBatch* crops, const T
     throw;
   }
   grad_ready_ = nullptr;
+  if (on_device) {
+    for (Tower& tw : towers_)
+      if (tw.transfers) tw.transfers->finish();
+    loss = softmax_xent_mean(shared_ws_.at("row_loss").data<double>(), n, cfg_.num_classes);
+    if (logits_out) *logits_out = shared_ws_.at("logits").clone();
+  }
   return loss;
 }
 
@@ -683,14 +725,14 @@ Tensor AlexNet::infer(const Tensor& images) {
   check_batch(images, nullptr);
   PassOptions no_dropout;
   no_dropout.dropout = false;
-  return forward(&images, nullptr, false, no_dropout).clone();
+  return forward(&images, nullptr, false, no_dropout).clone(Device::cpu());
 }
 
 Tensor AlexNet::infer(const CropBatch& batch) {
   check_crops(batch, nullptr);
   PassOptions no_dropout;
   no_dropout.dropout = false;
-  return forward(nullptr, &batch, false, no_dropout).clone();
+  return forward(nullptr, &batch, false, no_dropout).clone(Device::cpu());
 }
 
 Tensor AlexNet::activation(int tower, const std::string& name) const {

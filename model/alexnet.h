@@ -7,11 +7,13 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "core/config.h"
 #include "core/tensor.h"
+#include "model/ops.h"
 
 struct CUstream_st;
 
@@ -127,10 +129,11 @@ class AlexNet {
   // ones; dropout per `opt`), mean softmax cross-entropy, backward. Gradients are overwritten.
   // images: [N, 3, S, S] float32 on the host, or on a GPU when both towers are CUDA towers (copied to each
   // tower's device); labels: int64 [N] in [0, num_classes).
-  // Returns the mean loss; `logits` (optional) receives [N, num_classes] float32.
+  // Returns the mean loss; `logits` (optional) receives [N, num_classes] float32 on the host. With tower 0
+  // on a GPU the loss is computed there and the host waits once, after the whole pass has been queued.
   double train_pass(const Tensor& images, const Tensor& labels, const PassOptions& opt,
                     Tensor* logits = nullptr);
-  // Inference: running batch-norm statistics, no dropout. Returns logits [N, num_classes].
+  // Inference: running batch-norm statistics, no dropout. Returns logits [N, num_classes] on the host.
   Tensor infer(const Tensor& images);
 
   // The same passes from uint8 crops, normalised on tower 0's GPU exactly as normalize_crop does on
@@ -163,6 +166,8 @@ class AlexNet {
     std::vector<Tensor> p, g, v;     // per table entry (buffers: p only, g/v undefined)
     std::map<std::string, Tensor> ws;  // activations and scratch, reused across passes
     TowerStream stream;
+    // CUDA towers: the pass's host <-> device copies (input, labels, sample ids, loss rows, logits).
+    std::unique_ptr<ops::PinnedTransfers> transfers;
   };
 
   int index_of(const std::string& name) const;
@@ -170,7 +175,8 @@ class AlexNet {
   Tensor& scratch(int tower, const std::string& name, const Shape& shape, DType dtype = DType::kF32);
   void check_batch(const Tensor& images, const Tensor* labels) const;
   void check_crops(const CropBatch& batch, const Tensor* labels) const;
-  // Runs the forward pass on `images` (float32, host) or `crops`; returns the logits [N, K] (a scratch tensor).
+  // Runs the forward pass on `images` (float32, host) or `crops`; returns the logits [N, K] (a scratch tensor,
+  // on tower 0's device when that is a GPU, else on the host).
   Tensor forward(const Tensor* images, const CropBatch* crops, bool training, const PassOptions& opt);
   double train_from(const Tensor* images, const CropBatch* crops, const Tensor& labels, const PassOptions& opt,
                     Tensor* logits);

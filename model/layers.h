@@ -131,6 +131,9 @@ void dropout_backward_cpu(const Tensor& dy, const Tensor& mask, double p, Tensor
 double softmax_xent_forward_cpu(const Tensor& logits, const Tensor& labels, Tensor& probs);
 // dlogits = (probs - onehot(labels)) / N.
 void softmax_xent_backward_cpu(const Tensor& probs, const Tensor& labels, Tensor& dlogits);
+// The mean of n per-row losses computed on a device (-1 marks a row whose label is outside [0, classes):
+// an error naming the row; a NaN passes through, as on the CPU).
+double softmax_xent_mean(const double* row_loss, int64_t n, int64_t classes);
 
 // ---- the paper's SGD rule (§5) ----
 

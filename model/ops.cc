@@ -141,6 +141,50 @@ void sgd_update(Tensor& w, const Tensor& g, Tensor& v, double lr, double momentu
   ALEXNET_ON_DEVICE(sgd_update_cuda(w, g, v, lr, momentum, weight_decay, current_stream()));
 }
 
+void softmax_xent_rows(const Tensor& logits, const Tensor& labels, Tensor& probs, Tensor& row_loss) {
+  ALEXNET_CHECK(!logits.device().is_cpu(), "softmax_xent_rows: ", logits.describe(),
+                " is on the host (the CPU graph calls softmax_xent_forward_cpu)");
+  on_cpu(logits, "softmax_xent_rows");
+  ALEXNET_ON_DEVICE(softmax_xent_rows_cuda(logits, labels, probs, row_loss, current_stream()));
+}
+
+void softmax_xent_backward(const Tensor& probs, const Tensor& labels, Tensor& dlogits) {
+  if (on_cpu(probs, "softmax_xent_backward")) return softmax_xent_backward_cpu(probs, labels, dlogits);
+  ALEXNET_ON_DEVICE(softmax_xent_backward_cuda(probs, labels, dlogits, current_stream()));
+}
+
+#if ALEXNET_WITH_CUDA
+struct PinnedTransfers::Impl {
+  explicit Impl(int device) : transfers(device) {}
+  CudaPinnedTransfers transfers;
+};
+#else
+struct PinnedTransfers::Impl {};
+#endif
+
+PinnedTransfers::PinnedTransfers(Device device) {
+  ALEXNET_CHECK(device.is_cuda(), "pinned transfers: ", device.str(), " is not a CUDA device");
+#if ALEXNET_WITH_CUDA
+  impl_ = std::make_unique<Impl>(device.index);
+#else
+  ALEXNET_FAIL("pinned transfers on ", device.str(), ": this build has no CUDA backend");
+#endif
+}
+
+PinnedTransfers::~PinnedTransfers() = default;
+
+#if ALEXNET_WITH_CUDA
+void PinnedTransfers::upload(const Tensor& src, Tensor& dst) { impl_->transfers.upload(src, dst, current_stream()); }
+void PinnedTransfers::download(const Tensor& src, Tensor& dst) {
+  impl_->transfers.download(src, dst, current_stream());
+}
+void PinnedTransfers::finish() { impl_->transfers.finish(); }
+#else
+void PinnedTransfers::upload(const Tensor&, Tensor&) { ALEXNET_FAIL("unreachable: no CUDA backend"); }
+void PinnedTransfers::download(const Tensor&, Tensor&) { ALEXNET_FAIL("unreachable: no CUDA backend"); }
+void PinnedTransfers::finish() {}
+#endif
+
 Stream create_stream(Device device) {
   ALEXNET_CHECK(device.is_cuda(), "create_stream: ", device.str(), " is not a CUDA device");
 #if ALEXNET_WITH_CUDA

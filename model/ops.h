@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 
 #include "model/layers.h"
 
@@ -68,6 +69,30 @@ void dropout_backward(const Tensor& dy, const Tensor& mask, double p, Tensor& dx
 void normalize_crops(const Tensor& crops, const Tensor& placement, const Tensor& lighting, const Tensor& mean,
                      Tensor& out);
 void sgd_update(Tensor& w, const Tensor& g, Tensor& v, double lr, double momentum, double weight_decay);
+// Softmax cross-entropy on a CUDA device without waiting for it (softmax_xent_rows_cuda): probs and each
+// row's loss (float64 [N]), read back later; the CPU graph calls softmax_xent_forward_cpu. labels: int64 [N]
+// on the logits' device.
+void softmax_xent_rows(const Tensor& logits, const Tensor& labels, Tensor& probs, Tensor& row_loss);
+void softmax_xent_backward(const Tensor& probs, const Tensor& labels, Tensor& dlogits);
+
+// Host <-> CUDA-device copies that do not stall the current stream (CudaPinnedTransfers): upload() has read
+// its source when it returns; download()'s destination is written by finish(), which waits for every
+// copy queued since the last finish(). One object per device, used from one thread; errors in a build
+// without CUDA.
+class PinnedTransfers {
+ public:
+  explicit PinnedTransfers(Device device);
+  ~PinnedTransfers();
+  PinnedTransfers(const PinnedTransfers&) = delete;
+  PinnedTransfers& operator=(const PinnedTransfers&) = delete;
+  void upload(const Tensor& src, Tensor& dst);
+  void download(const Tensor& src, Tensor& dst);
+  void finish();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
 
 // Columns [dst_col0, dst_col0 + width) of every row of dst ([N, *]) = (accumulate ? dst : 0) + columns
 // [src_col0, src_col0 + width) of src ([N, *]); the two may be on different devices. src_stream and

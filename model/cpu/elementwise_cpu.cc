@@ -228,6 +228,15 @@ void softmax_xent_backward_cpu(const Tensor& probs, const Tensor& labels, Tensor
            [&]<class T>() { softmax_backward_typed<T>(probs, labels, dlogits); });
 }
 
+double softmax_xent_mean(const double* row_loss, int64_t n, int64_t classes) {
+  double total = 0;
+  for (int64_t r = 0; r < n; ++r) {
+    ALEXNET_CHECK(!(row_loss[r] < 0), "softmax_xent: the label of row ", r, " is outside [0, ", classes, ")");
+    total += row_loss[r];
+  }
+  return n > 0 ? total / static_cast<double>(n) : 0.0;
+}
+
 // ---- SGD ----
 
 void sgd_update_cpu(Tensor& w, const Tensor& g, Tensor& v, double lr, double momentum,

@@ -3,6 +3,7 @@
 #include <cuda_runtime.h>
 
 #include <cmath>
+#include <cstring>
 #include <initializer_list>
 #include <map>
 #include <mutex>
@@ -366,8 +367,8 @@ void normalize_crops_cuda(const Tensor& crops, const Tensor& placement, const Te
   launched("normalize_crops");
 }
 
-double softmax_xent_forward_cuda(const Tensor& logits, const Tensor& labels, Tensor& probs, Tensor& row_loss,
-                                 CudaStream s) {
+void softmax_xent_rows_cuda(const Tensor& logits, const Tensor& labels, Tensor& probs, Tensor& row_loss,
+                            CudaStream s) {
   check_f32(logits, "softmax_xent_forward", "logits");
   ALEXNET_ASSERT(logits.ndim() == 2 && logits.dim(1) > 0, "softmax_xent_forward: logits ", logits.describe());
   check_like(probs, logits, "softmax_xent_forward", "probs");
@@ -380,17 +381,18 @@ double softmax_xent_forward_cuda(const Tensor& logits, const Tensor& labels, Ten
   softmax_fwd<<<blocks_for(N), kThreads, 0, s>>>(logits.data<float>(), labels.data<int64_t>(), probs.data<float>(),
                                                  row_loss.data<double>(), N, K);
   launched("softmax_xent_forward");
+}
+
+double softmax_xent_forward_cuda(const Tensor& logits, const Tensor& labels, Tensor& probs, Tensor& row_loss,
+                                 CudaStream s) {
+  softmax_xent_rows_cuda(logits, labels, probs, row_loss, s);
+  const int64_t N = logits.dim(0);
   std::vector<double> host(static_cast<size_t>(N));
   if (N > 0)
     ALEXNET_CUDA_CHECK(cudaMemcpyAsync(host.data(), row_loss.data<double>(), sizeof(double) * N,
                                     cudaMemcpyDeviceToHost, s));
   cuda_sync_check(s, "softmax_xent_forward");
-  double total = 0;
-  for (int64_t r = 0; r < N; ++r) {
-    ALEXNET_CHECK(!(host[r] < 0), "softmax_xent: the label of row ", r, " is outside [0, ", K, ")");
-    total += host[r];
-  }
-  return N > 0 ? total / static_cast<double>(N) : 0.0;
+  return softmax_xent_mean(host.data(), N, logits.dim(1));
 }
 
 void softmax_xent_backward_cuda(const Tensor& probs, const Tensor& labels, Tensor& dlogits, CudaStream s) {
@@ -539,6 +541,88 @@ void copy_columns_cuda(const Tensor& src, int64_t src_col0, CudaStream src_strea
   }
   // The producer's later writes to src wait for this read.
   if (src.device().is_cuda()) cuda_stream_wait(src_stream, src.device().index, dst_stream, dev);
+}
+
+// ---- pinned transfers ----
+
+struct CudaPinnedTransfers::Slot {
+  void* host = nullptr;  // pinned, `capacity` bytes
+  size_t capacity = 0;
+  cudaEvent_t done = nullptr;  // recorded after the slot's copy
+  Tensor download_to;          // a download's host destination (undefined for an upload)
+  size_t bytes = 0;
+};
+
+CudaPinnedTransfers::CudaPinnedTransfers(int device) : device_(device) {}
+
+CudaPinnedTransfers::~CudaPinnedTransfers() {
+  // Never throws: a copy that failed has no one to report to here, but its memory must outlive it.
+  cudaSetDevice(device_);
+  for (Slot& slot : slots_) {
+    if (slot.done) {
+      cudaEventSynchronize(slot.done);
+      cudaEventDestroy(slot.done);
+    }
+    if (slot.host) cudaFreeHost(slot.host);
+  }
+}
+
+CudaPinnedTransfers::Slot& CudaPinnedTransfers::next_slot(const Tensor& host, const Tensor& device, size_t bytes) {
+  ALEXNET_ASSERT(host.device().is_cpu() && device.device() == Device::cuda(device_) && host.shape() == device.shape() &&
+                     host.dtype() == device.dtype(),
+                 "pinned transfer between ", host.describe(), " and ", device.describe(), " (transfers of GPU ",
+                 device_, ")");
+  ALEXNET_CUDA_CHECK(cudaSetDevice(device_));
+  if (used_ == slots_.size()) slots_.emplace_back();
+  Slot& slot = slots_[used_++];
+  // The slot's copy of an earlier pass must have finished before its memory is written again.
+  if (slot.done) {
+    ALEXNET_CUDA_CHECK(cudaEventSynchronize(slot.done));
+  } else {
+    ALEXNET_CUDA_CHECK(cudaEventCreateWithFlags(&slot.done, cudaEventDisableTiming));
+  }
+  if (slot.capacity < bytes) {
+    if (slot.host) ALEXNET_CUDA_CHECK(cudaFreeHost(slot.host));
+    slot.host = nullptr;
+    slot.capacity = 0;
+    ALEXNET_CUDA_CHECK(cudaMallocHost(&slot.host, bytes));
+    slot.capacity = bytes;
+  }
+  slot.download_to = Tensor();
+  slot.bytes = bytes;
+  return slot;
+}
+
+void CudaPinnedTransfers::upload(const Tensor& src, Tensor& dst, CudaStream s) {
+  Slot& slot = next_slot(src, dst, src.nbytes());
+  if (slot.bytes == 0) return;
+  std::memcpy(slot.host, src.raw_data(), slot.bytes);
+  ALEXNET_CUDA_CHECK(cudaMemcpyAsync(dst.raw_data(), slot.host, slot.bytes, cudaMemcpyHostToDevice, s));
+  ALEXNET_CUDA_CHECK(cudaEventRecord(slot.done, s));
+}
+
+void CudaPinnedTransfers::download(const Tensor& src, Tensor& dst, CudaStream s) {
+  Slot& slot = next_slot(dst, src, src.nbytes());
+  if (slot.bytes == 0) return;
+  ALEXNET_CUDA_CHECK(cudaMemcpyAsync(slot.host, src.raw_data(), slot.bytes, cudaMemcpyDeviceToHost, s));
+  ALEXNET_CUDA_CHECK(cudaEventRecord(slot.done, s));
+  slot.download_to = dst;
+}
+
+void CudaPinnedTransfers::finish() {
+  const size_t used = used_;
+  used_ = 0;  // a failed copy below leaves no slot marked in use
+  for (size_t i = 0; i < used; ++i) {
+    Slot& slot = slots_[i];
+    if (slot.bytes == 0) continue;
+    const cudaError_t err = cudaEventSynchronize(slot.done);
+    ALEXNET_CHECK(err == cudaSuccess, "a pinned copy on GPU ", device_, " (or the work queued before it): CUDA error: ",
+                  cudaGetErrorString(err));
+    if (slot.download_to.defined()) {
+      std::memcpy(slot.download_to.raw_data(), slot.host, slot.bytes);
+      slot.download_to = Tensor();
+    }
+  }
 }
 
 void cuda_sync_device(int device, const char* what) {

@@ -4,10 +4,12 @@
 // plus a stream; float32 tensors on one CUDA device.
 //
 // Every call is asynchronous on `stream` (nullptr: the legacy default stream) and allocates nothing,
-// except softmax_xent_forward_cuda, which returns the loss and therefore synchronises the stream.
+// except softmax_xent_forward_cuda, which returns the loss and therefore synchronises the stream (the
+// graph uses softmax_xent_rows_cuda and reads the rows back later).
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "core/config.h"
 #include "core/tensor.h"
@@ -49,6 +51,10 @@ void dropout_backward_cuda(const Tensor& dy, const Tensor& mask, double p, Tenso
 // Returns the mean loss (copies N doubles to the host and synchronises the stream).
 double softmax_xent_forward_cuda(const Tensor& logits, const Tensor& labels, Tensor& probs, Tensor& row_loss,
                                  CudaStream stream);
+// The same without waiting: probs and each row's loss (row_loss, float64 [N]: -1 marks a label outside
+// [0, K)) are written on `stream`; softmax_xent_mean turns the rows, once on the host, into the mean.
+void softmax_xent_rows_cuda(const Tensor& logits, const Tensor& labels, Tensor& probs, Tensor& row_loss,
+                            CudaStream stream);
 void softmax_xent_backward_cuda(const Tensor& probs, const Tensor& labels, Tensor& dlogits, CudaStream stream);
 
 // The paper's rule: v <- momentum v - weight_decay lr w - lr g; w <- w + v (one fused pass).
@@ -123,6 +129,32 @@ bool cuda_enable_peer_access(int a, int b);
 // needed when accumulating.
 void copy_columns_cuda(const Tensor& src, int64_t src_col0, CudaStream src_stream, Tensor& dst, int64_t dst_col0,
                        CudaStream dst_stream, int64_t width, bool accumulate, Tensor* staging);
+
+// Copies between host tensors and tensors of one CUDA device that do not stall the stream they are queued
+// on: each goes through a block of pinned host memory of its own (kept and reused by the next pass's
+// copy in the same position), so it runs asynchronously in the stream's order. upload() copies the host
+// source into its block at once, so the caller may reuse the source as soon as it returns; download()'s
+// destination receives the values in finish(), which waits for every copy queued since the last finish().
+class CudaPinnedTransfers {
+ public:
+  explicit CudaPinnedTransfers(int device);
+  ~CudaPinnedTransfers();  // waits for the copies in flight before releasing their memory
+  CudaPinnedTransfers(const CudaPinnedTransfers&) = delete;
+  CudaPinnedTransfers& operator=(const CudaPinnedTransfers&) = delete;
+
+  // src on the host, dst on the device (same shape and dtype); queued on `stream` (of this device).
+  void upload(const Tensor& src, Tensor& dst, CudaStream stream);
+  // src on the device, dst on the host (same shape and dtype); dst is written by finish().
+  void download(const Tensor& src, Tensor& dst, CudaStream stream);
+  void finish();
+
+ private:
+  struct Slot;
+  Slot& next_slot(const Tensor& host, const Tensor& device, size_t bytes);
+  int device_;
+  std::vector<Slot> slots_;
+  size_t used_ = 0;  // slots taken since the last finish()
+};
 
 // Waits for everything queued on CUDA device `device` (cudaDeviceSynchronize) and throws on an error.
 void cuda_sync_device(int device, const char* what);

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <string>
 #include <vector>
 
 #include "model/layers.h"
@@ -210,6 +211,23 @@ TEST(SoftmaxXent, ValuesAndStability) {
   EXPECT_NEAR(softmax_xent_forward_cpu(z2, l2, p2), 2000.0, 1e-9);
   Tensor bad = Tensor::from_vector<int64_t>({2}, {2, 3});
   EXPECT_THROW(softmax_xent_forward_cpu(z, bad, probs), Error);
+}
+
+TEST(SoftmaxXent, MeanOfDeviceRows) {
+  // The per-row losses a GPU computes: their mean; a NaN row passes (divergence is reported as such), and
+  // the -1 that marks a label outside [0, K) is an error naming the row.
+  const std::vector<double> rows = {0.5, 1.5, 4.0};
+  EXPECT_DOUBLE_EQ(softmax_xent_mean(rows.data(), 3, 10), 2.0);
+  EXPECT_EQ(softmax_xent_mean(rows.data(), 0, 10), 0.0);
+  const std::vector<double> nan_row = {0.5, std::nan(""), 1.0};
+  EXPECT_TRUE(std::isnan(softmax_xent_mean(nan_row.data(), 3, 10)));
+  const std::vector<double> bad = {0.5, 1.0, -1.0};
+  try {
+    softmax_xent_mean(bad.data(), 3, 10);
+    FAIL() << "a row marked -1 was averaged";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("row 2 is outside [0, 10)"), std::string::npos) << e.what();
+  }
 }
 
 TEST(SoftmaxXent, Gradient) {

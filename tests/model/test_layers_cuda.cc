@@ -15,6 +15,7 @@
 #include "data_service/augment.h"
 #include "model/cuda/layers_cuda.h"
 #include "model/layers.h"
+#include "model/ops.h"
 #include "tests/common/expect.h"
 #include "tests/common/gradcheck.h"
 #include "tests/common/precision_scope.h"
@@ -230,7 +231,54 @@ TEST_F(CudaLayers, SoftmaxCrossEntropy) {
     EXPECT_NEAR(gloss, loss, 1e-9 * std::max(1.0, std::fabs(loss))) << "K " << K;
     EXPECT_LE(max_rel(gprobs, probs), 1e-6) << "K " << K;
     EXPECT_LE(max_rel(gd, d), 1e-6) << "K " << K;
+    // The form the graph uses: the rows stay on the device until read back.
+    Tensor rprobs = poisoned({N, K}), rrows = poisoned({N}, DType::kF64);
+    ops::softmax_xent_rows(gpu(z), glabels, rprobs, rrows);
+    Tensor host_rows = rrows.clone(Device::cpu());
+    EXPECT_NEAR(softmax_xent_mean(host_rows.data<double>(), N, K), loss, 1e-9 * std::max(1.0, std::fabs(loss)))
+        << "K " << K;
+    EXPECT_LE(max_rel(rprobs, probs), 1e-6) << "K " << K;
   }
+}
+
+TEST_F(CudaLayers, PinnedTransfersUploadAtOnceAndDownloadAtFinish) {
+  ops::PinnedTransfers io(Device::cuda(0));
+  CudaStream s = cuda_create_stream(0);
+  ops::StreamScope on(s);
+  // Two passes, the second with larger tensors (each position's pinned block grows), three dtypes.
+  for (int64_t n : {1000, 70001}) {
+    Tensor f = host({n});
+    Tensor b = Tensor::empty({n}, DType::kU8);
+    for (int64_t i = 0; i < n; ++i) b.data<uint8_t>()[i] = static_cast<uint8_t>(i * 31 + n);
+    Tensor l = Tensor::from_vector<int64_t>({3}, {n, -n, 7});
+    const Tensor f0 = f.clone(), b0 = b.clone(), l0 = l.clone();
+    Tensor gf = poisoned({n}), gb = poisoned({n}, DType::kU8), gl = poisoned({3}, DType::kI64);
+    io.upload(f, gf);
+    io.upload(b, gb);
+    io.upload(l, gl);
+    // The sources were read when upload returned: changing them now must not reach the device.
+    std::memset(f.raw_data(), 0, f.nbytes());
+    std::memset(b.raw_data(), 0, b.nbytes());
+    std::memset(l.raw_data(), 0, l.nbytes());
+    Tensor hf = Tensor::empty({n}), hb = Tensor::empty({n}, DType::kU8), hl = Tensor::empty({3}, DType::kI64);
+    for (Tensor* t : {&hf, &hb, &hl}) std::memset(t->raw_data(), 0xff, t->nbytes());
+    io.download(gf, hf);
+    io.download(gb, hb);
+    io.download(gl, hl);
+    // Nothing is written to a download's destination before finish().
+    EXPECT_TRUE(std::isnan(hf.data<float>()[0])) << n;
+    EXPECT_EQ(hl.data<int64_t>()[2], -1) << n;
+    io.finish();
+    EXPECT_EQ(std::memcmp(hf.raw_data(), f0.raw_data(), f0.nbytes()), 0) << n;
+    EXPECT_EQ(std::memcmp(hb.raw_data(), b0.raw_data(), b0.nbytes()), 0) << n;
+    EXPECT_EQ(std::memcmp(hl.raw_data(), l0.raw_data(), l0.nbytes()), 0) << n;
+  }
+  // A mismatched pair is refused before anything is queued.
+  Tensor wrong = Tensor::empty({5});
+  Tensor dev = poisoned({6});
+  EXPECT_THROW(io.upload(wrong, dev), Error);
+  io.finish();
+  cuda_destroy_stream(0, s);
 }
 
 TEST_F(CudaLayers, SoftmaxNanLogitsGiveANanLossNotALabelError) {
