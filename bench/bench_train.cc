@@ -141,7 +141,7 @@ int main(int argc, char** argv) {
     const double sec = time_steps([&](const PassOptions& opt) { net.train_pass(x, y, opt); });
     const double ips = batch / sec;
     const double gflop = train_gflop_per_image(cfg.model);
-    std::printf("ours_step_s %.3f\nours_img_per_s %.2f\ngflop_per_image %.3f\nours_gflops %.1f\n", sec, ips,
+    std::printf("ours_step_s %.6f\nours_img_per_s %.2f\ngflop_per_image %.3f\nours_gflops %.1f\n", sec, ips,
                 gflop, ips * gflop);
     if (cuda && !args.has("--no-crops")) {
       // The worker's own path: uint8 crops from the host each step, normalised on the towers' devices
@@ -153,7 +153,7 @@ int main(int argc, char** argv) {
       b.lighting = Tensor::zeros({batch, 3}, DType::kF32);
       net.set_input_mean(Tensor::from_vector<float>({3}, {123.68f, 116.78f, 103.94f}));
       const double crops_sec = time_steps([&](const PassOptions& opt) { net.train_pass(b, y, opt); });
-      std::printf("ours_crops_step_s %.3f\nours_crops_img_per_s %.2f\n", crops_sec, batch / crops_sec);
+      std::printf("ours_crops_step_s %.6f\nours_crops_img_per_s %.2f\n", crops_sec, batch / crops_sec);
     }
     if (!args.has("--no-sgemm") && !cuda) {
       const double peak = sgemm_gflops();

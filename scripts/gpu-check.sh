@@ -320,6 +320,17 @@ print("\n".join(sorted(e for e in exes if e)))')
           echo "| $precision | $batch | $ours | $tflops | ${torch:-failed} | $ratio | $crops | $fastest |"
         done
       done
+      # Whether launches bound the step (what CUDA graphs would remove): the same pass at batch 8, where
+      # the GPU's work is small, beside batch 128. A batch-8 step close to the batch-128 one means the
+      # host's launches, not the GPU, set the pace.
+      step128=$(awk '/^ours_step_s/ {printf "%.2f", $2 * 1000}' "$logs/bench_float32_128.log" 2>/dev/null)
+      step8=failed
+      if "$pack/app/bench_train" --device cuda --batch 8 --iters 20 --no-sgemm --no-crops \
+           >"$logs/bench_float32_8.log" 2>&1; then
+        step8=$(awk '/^ours_step_s/ {printf "%.2f", $2 * 1000}' "$logs/bench_float32_8.log")
+      fi
+      echo
+      echo "launch floor (float32): ${step8} ms per step at batch 8, ${step128:-failed} ms at batch 128"
     fi
     if [ -n "${OUT:-}" ]; then
       tar -C "$work" -czf "$OUT/gpu-check-logs.tar.gz" logs $(cd "$work" && ls -d runs/*/metrics.jsonl runs/*/worker.log 2>/dev/null)
