@@ -129,8 +129,8 @@ class AlexNet {
   // ones; dropout per `opt`), mean softmax cross-entropy, backward. Gradients are overwritten.
   // images: [N, 3, S, S] float32 on the host, or on a GPU when both towers are CUDA towers (copied to each
   // tower's device); labels: int64 [N] in [0, num_classes).
-  // Returns the mean loss; `logits` (optional) receives [N, num_classes] float32 on the host. With tower 0
-  // on a GPU the loss is computed there and the host waits once, after the whole pass has been queued.
+  // Returns the mean loss; `logits` (optional) receives [N, num_classes] float32 on the host. With both towers
+  // on GPUs the loss is computed on tower 0's and the host waits once, after the whole pass has been queued.
   double train_pass(const Tensor& images, const Tensor& labels, const PassOptions& opt,
                     Tensor* logits = nullptr);
   // Inference: running batch-norm statistics, no dropout. Returns logits [N, num_classes] on the host.

@@ -575,6 +575,8 @@ CudaPinnedTransfers::Slot& CudaPinnedTransfers::next_slot(const Tensor& host, co
   ALEXNET_CUDA_CHECK(cudaSetDevice(device_));
   if (used_ == slots_.size()) slots_.emplace_back();
   Slot& slot = slots_[used_++];
+  slot.download_to = Tensor();  // nothing of an earlier pass stays in the slot if a call below fails
+  slot.bytes = 0;
   // The slot's copy of an earlier pass must have finished before its memory is written again.
   if (slot.done) {
     ALEXNET_CUDA_CHECK(cudaEventSynchronize(slot.done));
@@ -588,7 +590,6 @@ CudaPinnedTransfers::Slot& CudaPinnedTransfers::next_slot(const Tensor& host, co
     ALEXNET_CUDA_CHECK(cudaMallocHost(&slot.host, bytes));
     slot.capacity = bytes;
   }
-  slot.download_to = Tensor();
   slot.bytes = bytes;
   return slot;
 }

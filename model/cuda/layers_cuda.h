@@ -3,9 +3,10 @@
 // and the paper's SGD update; cuDNN for convolution and cuBLAS for the FC layers. Same argument lists
 // plus a stream; float32 tensors on one CUDA device.
 //
-// Every call is asynchronous on `stream` (nullptr: the legacy default stream) and allocates nothing,
-// except softmax_xent_forward_cuda, which returns the loss and therefore synchronises the stream (the
-// graph uses softmax_xent_rows_cuda and reads the rows back later).
+// Every call is asynchronous on `stream` (nullptr: the legacy default stream) and allocates nothing
+// (CudaPinnedTransfers below grows its pinned blocks on first use), except softmax_xent_forward_cuda,
+// which returns the loss and therefore synchronises the stream (the graph uses softmax_xent_rows_cuda
+// and reads the rows back later).
 #pragma once
 
 #include <cstdint>

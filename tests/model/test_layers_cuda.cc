@@ -276,7 +276,7 @@ TEST_F(CudaLayers, PinnedTransfersUploadAtOnceAndDownloadAtFinish) {
   // A mismatched pair is refused before anything is queued.
   Tensor wrong = Tensor::empty({5});
   Tensor dev = poisoned({6});
-  EXPECT_THROW(io.upload(wrong, dev), Error);
+  EXPECT_THROW(io.upload(wrong, dev), InternalError);
   io.finish();
   cuda_destroy_stream(0, s);
 }
