@@ -22,7 +22,7 @@ struct NcclCommunicator::State {
   // so a step creates none once the first has run.
   cudaEvent_t ready = nullptr;
   std::shared_ptr<std::vector<cudaEvent_t>> spare = std::make_shared<std::vector<cudaEvent_t>>();
-  bool aborted = false;
+  bool aborted = false;  // ncclCommAbort has freed `comm`
   std::string host;
 };
 
@@ -51,6 +51,8 @@ class NcclRequest final : public CommRequest {
   }
   bool test() override {
     if (finished_) return true;
+    // After an abort the event completes with the aborted kernels, and the buffer holds no result.
+    if (owner_.aborted()) owner_.check_async();
     cudaSetDevice(device_);
     const cudaError_t q = cudaEventQuery(done_);
     if (q == cudaSuccess) return finished_ = true;
@@ -95,10 +97,7 @@ NcclCommunicator::NcclCommunicator(MPI_Comm comm, int device, CUstream_st* sourc
 NcclCommunicator::~NcclCommunicator() {
   if (!state_) return;
   cudaSetDevice(device_);
-  if (state_->comm) {
-    if (state_->aborted) ncclCommAbort(state_->comm);
-    else ncclCommDestroy(state_->comm);
-  }
+  if (state_->comm && !state_->aborted) ncclCommDestroy(state_->comm);
   if (state_->stream) cudaStreamDestroy(state_->stream);
   if (state_->ready) cudaEventDestroy(state_->ready);
   for (cudaEvent_t e : *state_->spare) cudaEventDestroy(e);
@@ -109,19 +108,27 @@ std::string NcclCommunicator::describe() const {
   return str_cat("NCCL rank ", rank(), " of ", size(), " on host ", state_ ? state_->host : "?", " GPU ", device_);
 }
 
+bool NcclCommunicator::aborted() const { return state_->aborted; }
+
+void NcclCommunicator::abort() const {
+  if (state_->aborted) return;
+  ncclCommAbort(state_->comm);
+  state_->aborted = true;
+}
+
 void NcclCommunicator::check_async() const {
+  ALEXNET_CHECK(!state_->aborted, "the NCCL communicator of ", describe(),
+                " was aborted after an earlier error; the job must end");
   ncclResult_t async = ncclSuccess;
   const ncclResult_t r = ncclCommGetAsyncError(state_->comm, &async);
   if (r == ncclSuccess && async == ncclSuccess) return;
-  if (!state_->aborted) {
-    ncclCommAbort(state_->comm);
-    state_->aborted = true;
-  }
+  abort();
   ALEXNET_FAIL("NCCL reported an error on ", describe(), ": ", ncclGetErrorString(r != ncclSuccess ? r : async),
                " (a peer may have died); the communicator was aborted");
 }
 
 std::unique_ptr<CommRequest> NcclCommunicator::enqueue(const std::function<void()>& collective) {
+  if (state_->aborted) check_async();
   ALEXNET_CUDA_CHECK(cudaSetDevice(device_));
   cudaEvent_t done = nullptr;
   if (state_->spare->empty()) {

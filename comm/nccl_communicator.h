@@ -44,8 +44,12 @@ class NcclCommunicator final : public Communicator {
   void allreduce_metrics(double* data, size_t count, ReduceOp op) override { mpi_->allreduce_metrics(data, count, op); }
   std::vector<uint64_t> allgather(const std::vector<uint64_t>& values) override { return mpi_->allgather(values); }
 
-  // Throws (after aborting the communicator) if NCCL reports an asynchronous error.
+  // Throws (after aborting the communicator) if NCCL reports an asynchronous error, or if the
+  // communicator was aborted before.
   void check_async() const;
+  // ncclCommAbort, once (it frees the communicator; the kernels in flight stop); later calls throw.
+  void abort() const;
+  bool aborted() const;
 
  private:
   struct State;
