@@ -1,15 +1,22 @@
-// LocalCommunicator and MpiCommunicator (MPI_Allreduce / MPI_Iallreduce in place, float32 sums).
+// LocalCommunicator and MpiCommunicator (non-blocking MPI collectives in place, float32 sums, waits with a
+// deadline).
 #include "comm/communicator.h"
 
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <climits>
+#include <cmath>
+#include <thread>
 
 #include "core/error.h"
 
 namespace alexnet {
 namespace {
+
+std::atomic<bool> g_comm_timed_out{false};
 
 // MPI counts are int: larger buffers go in pieces of at most this many elements.
 constexpr size_t kMaxChunk = static_cast<size_t>(INT_MAX) / 2;
@@ -32,8 +39,13 @@ class MpiRequest final : public CommRequest {
       : comm_(comm), data_(data), count_(count), op_(op) {}
   ~MpiRequest() override {
     // Destructors never throw: an error here has no one to report to, and the buffer must not be
-    // released while MPI may still write it.
-    if (!done_) MPI_Waitall(static_cast<int>(reqs_.size()), reqs_.data(), MPI_STATUSES_IGNORE);
+    // released while MPI may still write it, so an unfinished request is waited for (within the deadline),
+    // unless a wait has timed out: then the process is ending (comm_timed_out).
+    if (done_ || comm_timed_out()) return;
+    try {
+      comm_.wait_all(reqs_.data(), static_cast<int>(reqs_.size()), "MPI_Iallreduce of a dropped allreduce request");
+    } catch (...) {
+    }
   }
   void start() {
     for (size_t off = 0; off < count_; off += kMaxChunk) {
@@ -52,10 +64,10 @@ class MpiRequest final : public CommRequest {
     if (flag) finish();
     return done_;
   }
+  // After a timeout the request is still pending: a later wait() may complete it.
   void wait() override {
     if (done_) return;
-    comm_.check(MPI_Waitall(static_cast<int>(reqs_.size()), reqs_.data(), MPI_STATUSES_IGNORE),
-                "MPI_Waitall of an allreduce");
+    comm_.wait_all(reqs_.data(), static_cast<int>(reqs_.size()), "MPI_Iallreduce of an asynchronous allreduce");
     finish();
   }
 
@@ -73,6 +85,10 @@ class MpiRequest final : public CommRequest {
 };
 
 }  // namespace
+
+bool comm_timed_out() { return g_comm_timed_out.load(); }
+
+void note_comm_timeout() { g_comm_timed_out = true; }
 
 void scale_by_inverse(float* data, size_t count, int size) {
   if (size == 1) return;
@@ -104,7 +120,9 @@ void LocalCommunicator::allreduce_metrics(double*, size_t, ReduceOp) {}
 
 // ---- MpiCommunicator ----
 
-MpiCommunicator::MpiCommunicator(MPI_Comm comm) : host_(host_name()) {
+MpiCommunicator::MpiCommunicator(MPI_Comm comm, double timeout_s) : host_(host_name()), timeout_s_(timeout_s) {
+  ALEXNET_CHECK(std::isfinite(timeout_s) && timeout_s >= 0, "MpiCommunicator on host ", host_,
+                ": parallel.comm_timeout_s must be finite and >= 0, got ", timeout_s);
   int initialized = 0;
   MPI_Initialized(&initialized);
   ALEXNET_CHECK(initialized, "MpiCommunicator on host ", host_, ": MPI is not initialised");
@@ -121,6 +139,12 @@ MpiCommunicator::MpiCommunicator(MPI_Comm comm) : host_(host_name()) {
 }
 
 MpiCommunicator::~MpiCommunicator() {
+  // Calls whose wait timed out may still write their buffers until the process ends (it is meant to end
+  // after a timeout): ours are left allocated instead of freed under MPI. MPI_Comm_free lets pending
+  // operations complete.
+  static auto* kept = new std::vector<std::shared_ptr<void>>();  // never freed, by design
+  for (Pending& p : pending_)
+    if (p.buffer) kept->push_back(std::move(p.buffer));
   int finalized = 0;
   MPI_Finalized(&finalized);
   if (!finalized && comm_ != MPI_COMM_NULL) MPI_Comm_free(&comm_);
@@ -137,12 +161,57 @@ void MpiCommunicator::check(int rc, const char* call) const {
                " (error code ", rc, ")");
 }
 
+void MpiCommunicator::wait_all(MPI_Request* reqs, int n, const char* call) const {
+  if (timeout_s_ == 0) {
+    check(MPI_Waitall(n, reqs, MPI_STATUSES_IGNORE), call);
+    return;
+  }
+  using Clock = std::chrono::steady_clock;
+  const Clock::time_point start = Clock::now();
+  for (;;) {
+    int done = 0;
+    check(MPI_Testall(n, reqs, &done, MPI_STATUSES_IGNORE), call);
+    if (done) return;
+    const double waited = std::chrono::duration<double>(Clock::now() - start).count();
+    if (waited >= timeout_s_) {
+      note_comm_timeout();
+      ALEXNET_FAIL("timed out after ", std::round(waited * 1000) / 1000, " s (parallel.comm_timeout_s: ", timeout_s_,
+                   ") in ", call, " on ", describe(),
+                   ": a peer rank is stuck (alive but not joining) or gone; the operation stays pending, so the "
+                   "job must end");
+    }
+    // A bucket's reduction usually completes within microseconds of the last rank's arrival, so the first
+    // millisecond spins; after that the wait naps between polls and leaves the core to the compute threads.
+    if (waited > 1e-3) std::this_thread::sleep_for(std::chrono::microseconds(50));
+  }
+}
+
+void MpiCommunicator::finish(std::vector<MPI_Request>& reqs, const char* call, std::shared_ptr<void> buffer) {
+  try {
+    wait_all(reqs.data(), static_cast<int>(reqs.size()), call);
+  } catch (...) {
+    pending_.push_back({std::move(reqs), std::move(buffer)});
+    throw;
+  }
+}
+
+void MpiCommunicator::wait_timed_out() {
+  while (!pending_.empty()) {
+    std::vector<MPI_Request>& reqs = pending_.front().reqs;
+    check(MPI_Waitall(static_cast<int>(reqs.size()), reqs.data(), MPI_STATUSES_IGNORE), "MPI_Waitall of a timed-out call");
+    pending_.erase(pending_.begin());
+  }
+}
+
 void MpiCommunicator::allreduce(float* data, size_t count, ReduceOp op) {
   ALEXNET_ASSERT(data != nullptr || count == 0, "allreduce of a null buffer");
+  std::vector<MPI_Request> reqs;
   for (size_t off = 0; off < count; off += kMaxChunk) {
     const int n = static_cast<int>(std::min(kMaxChunk, count - off));
-    check(MPI_Allreduce(MPI_IN_PLACE, data + off, n, MPI_FLOAT, MPI_SUM, comm_), "MPI_Allreduce");
+    reqs.push_back(MPI_REQUEST_NULL);
+    check(MPI_Iallreduce(MPI_IN_PLACE, data + off, n, MPI_FLOAT, MPI_SUM, comm_, &reqs.back()), "MPI_Iallreduce");
   }
+  finish(reqs, "MPI_Iallreduce of an allreduce");
   if (op == ReduceOp::kAverage) scale_by_inverse(data, count, size_);
 }
 
@@ -155,28 +224,43 @@ std::unique_ptr<CommRequest> MpiCommunicator::allreduce_async(float* data, size_
 
 void MpiCommunicator::broadcast(float* data, size_t count, int root) {
   ALEXNET_CHECK(root >= 0 && root < size_, "broadcast root ", root, " is not a rank of ", describe());
+  std::vector<MPI_Request> reqs;
   for (size_t off = 0; off < count; off += kMaxChunk) {
     const int n = static_cast<int>(std::min(kMaxChunk, count - off));
-    check(MPI_Bcast(data + off, n, MPI_FLOAT, root, comm_), "MPI_Bcast");
+    reqs.push_back(MPI_REQUEST_NULL);
+    check(MPI_Ibcast(data + off, n, MPI_FLOAT, root, comm_, &reqs.back()), "MPI_Ibcast");
   }
+  finish(reqs, "MPI_Ibcast of a broadcast");
 }
 
-void MpiCommunicator::barrier() { check(MPI_Barrier(comm_), "MPI_Barrier"); }
+void MpiCommunicator::barrier() {
+  std::vector<MPI_Request> reqs(1, MPI_REQUEST_NULL);
+  check(MPI_Ibarrier(comm_, reqs.data()), "MPI_Ibarrier");
+  finish(reqs, "MPI_Ibarrier of a barrier");
+}
 
 void MpiCommunicator::allreduce_metrics(double* data, size_t count, ReduceOp op) {
   ALEXNET_CHECK(count <= kMaxChunk, "allreduce_metrics of ", count, " values: meant for a few");
-  check(MPI_Allreduce(MPI_IN_PLACE, data, static_cast<int>(count), MPI_DOUBLE, MPI_SUM, comm_),
-        "MPI_Allreduce of metrics");
-  if (op == ReduceOp::kAverage)
-    for (size_t i = 0; i < count; ++i) data[i] /= size_;
+  // Reduced in a buffer of ours, which outlives a timeout (the caller's is often on its stack).
+  auto sums = std::make_shared<std::vector<double>>(data, data + count);
+  std::vector<MPI_Request> reqs(1, MPI_REQUEST_NULL);
+  check(MPI_Iallreduce(MPI_IN_PLACE, sums->data(), static_cast<int>(count), MPI_DOUBLE, MPI_SUM, comm_, reqs.data()),
+        "MPI_Iallreduce of metrics");
+  finish(reqs, "MPI_Iallreduce of metrics", sums);
+  for (size_t i = 0; i < count; ++i) data[i] = op == ReduceOp::kAverage ? (*sums)[i] / size_ : (*sums)[i];
 }
 
 std::vector<uint64_t> MpiCommunicator::allgather(const std::vector<uint64_t>& values) {
-  std::vector<uint64_t> all(values.size() * static_cast<size_t>(size_));
-  check(MPI_Allgather(values.data(), static_cast<int>(values.size()), MPI_UINT64_T, all.data(),
-                      static_cast<int>(values.size()), MPI_UINT64_T, comm_),
-        "MPI_Allgather");
-  return all;
+  const size_t n = values.size();
+  // In place in a buffer of ours, which outlives a timeout.
+  auto all = std::make_shared<std::vector<uint64_t>>(n * static_cast<size_t>(size_));
+  std::copy(values.begin(), values.end(), all->begin() + static_cast<ptrdiff_t>(n * static_cast<size_t>(rank_)));
+  std::vector<MPI_Request> reqs(1, MPI_REQUEST_NULL);
+  check(MPI_Iallgather(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, all->data(), static_cast<int>(n), MPI_UINT64_T, comm_,
+                       reqs.data()),
+        "MPI_Iallgather");
+  finish(reqs, "MPI_Iallgather of an allgather", all);
+  return std::move(*all);
 }
 
 }  // namespace alexnet

@@ -1,19 +1,23 @@
 // Communicator and GradBuckets under mpirun (2 and 4 ranks): exact and float64-referenced reductions,
-// asynchronous and out-of-order completion, overlap on/off agreement, and layout-mismatch detection.
+// asynchronous and out-of-order completion, overlap on/off agreement, layout-mismatch detection, and the
+// deadline of every wait (parallel.comm_timeout_s) against a stuck rank.
 // `test_comm_mpi --kill-rank R` instead loops allreduces until rank R kills itself (comm_kill_rank.sh).
 #include <gtest/gtest.h>
 #include <mpi.h>
 
 #include <algorithm>
 #include <cfloat>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <csignal>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <numeric>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "comm/communicator.h"
@@ -203,6 +207,121 @@ TEST_F(CommMpi, DifferentLayoutIsAnError) {
   // The same layout everywhere is accepted (and the communicator still works afterwards).
   GradBuckets ok(comm, g.tensors, {.bucket_bytes = 40000});
   EXPECT_GT(ok.buckets().size(), 1u);
+}
+
+// ---- Deadline (parallel.comm_timeout_s) ----
+// These come last: once a wait has timed out, comm_timed_out() holds for the rest of the process, and
+// destructors of unfinished requests stop waiting.
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+TEST_F(CommMpi, StuckRankTimesOutEveryCall) {
+  // The last rank stands for a stuck peer: alive (it waits on MPI_COMM_WORLD, which the communicators
+  // under test duplicate), it joins their collectives only after every other rank has seen each call time
+  // out. It waits without a deadline; the others give up after 0.3 s.
+  constexpr double kTimeout = 0.3;
+  const int stuck = size() - 1;
+  MpiCommunicator c(MPI_COMM_WORLD, rank() == stuck ? 0 : kTimeout);
+  const size_t n = 1000;
+  std::vector<float> async_buf(n), sum(n), bcast(n);
+  fill_exact(async_buf);
+  fill_exact(sum);
+  fill_exact(bcast);
+  std::unique_ptr<CommRequest> req;
+  double metrics[2] = {1.0 * rank(), 2.0};
+  std::vector<uint64_t> gathered;
+  struct Call {
+    const char* name;
+    std::function<void()> run;
+  };
+  const std::vector<Call> calls = {
+      {"MPI_Iallreduce of an asynchronous allreduce",
+       [&] {
+         if (!req) req = c.allreduce_async(async_buf.data(), n, ReduceOp::kSum);
+         req->wait();
+       }},
+      {"MPI_Iallreduce of an allreduce", [&] { c.allreduce(sum.data(), n, ReduceOp::kSum); }},
+      {"MPI_Ibarrier of a barrier", [&] { c.barrier(); }},
+      // Rooted at the stuck rank: a root elsewhere may finish its part without the stuck rank.
+      {"MPI_Ibcast of a broadcast", [&] { c.broadcast(bcast.data(), n, stuck); }},
+      {"MPI_Iallreduce of metrics", [&] { c.allreduce_metrics(metrics, 2, ReduceOp::kSum); }},
+      {"MPI_Iallgather of an allgather", [&] { gathered = c.allgather({static_cast<uint64_t>(rank())}); }},
+  };
+  if (rank() == stuck) {
+    MPI_Barrier(MPI_COMM_WORLD);
+    for (const Call& call : calls) call.run();
+  } else {
+    for (const Call& call : calls) {
+      const Clock::time_point t0 = Clock::now();
+      try {
+        call.run();
+        ADD_FAILURE() << call.name << " completed without the stuck rank on " << c.describe();
+      } catch (const Error& e) {
+        const double waited = seconds_since(t0);
+        const std::string what = e.what();
+        EXPECT_NE(what.find(call.name), std::string::npos) << what;
+        EXPECT_NE(what.find(c.describe()), std::string::npos) << what;
+        EXPECT_NE(what.find("parallel.comm_timeout_s"), std::string::npos) << what;
+        EXPECT_NE(what.find("peer rank is stuck"), std::string::npos) << what;
+        EXPECT_GE(waited, kTimeout) << what;
+        EXPECT_LT(waited, kTimeout + 0.4) << what;
+      }
+    }
+    EXPECT_TRUE(comm_timed_out());
+    MPI_Barrier(MPI_COMM_WORLD);  // the stuck rank joins now
+    // The operations were left pending, not lost: they complete, the blocking calls' through
+    // wait_timed_out, the request through a second wait.
+    c.wait_timed_out();
+    req->wait();
+    // The blocking calls that threw wrote nothing the caller sees; metrics were reduced in a copy.
+    EXPECT_EQ(metrics[0], 1.0 * rank());
+    EXPECT_TRUE(gathered.empty());
+  }
+  for (size_t i = 0; i < n; ++i) {
+    ASSERT_EQ(async_buf[i], exact_sum(i)) << "asynchronous allreduce, element " << i;
+    ASSERT_EQ(sum[i], exact_sum(i)) << "allreduce, element " << i;
+    ASSERT_EQ(bcast[i], exact_value(stuck, i)) << "broadcast, element " << i;
+  }
+  if (rank() == stuck) {
+    EXPECT_EQ(metrics[0], size() * (size() - 1) / 2.0);
+    EXPECT_EQ(metrics[1], 2.0 * size());
+    ASSERT_EQ(gathered.size(), static_cast<size_t>(size()));
+    for (int r = 0; r < size(); ++r) EXPECT_EQ(gathered[r], static_cast<uint64_t>(r));
+  }
+}
+
+TEST_F(CommMpi, LateRankWithinTheDeadline) {
+  // The last rank joins 0.2 s late: waits with a 5 s deadline succeed, and so do waits without one (0).
+  for (double timeout_s : {5.0, 0.0}) {
+    MpiCommunicator c(MPI_COMM_WORLD, timeout_s);
+    std::vector<float> v(1000), w(1000);
+    fill_exact(v);
+    fill_exact(w);
+    double m[1] = {1.0};
+    if (rank() == size() - 1) std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    const Clock::time_point t0 = Clock::now();
+    c.allreduce_async(v.data(), v.size(), ReduceOp::kSum)->wait();
+    c.allreduce(w.data(), w.size(), ReduceOp::kSum);
+    c.allreduce_metrics(m, 1, ReduceOp::kSum);
+    c.barrier();
+    if (rank() != size() - 1) {
+      EXPECT_GE(seconds_since(t0), 0.1) << "timeout " << timeout_s;
+    }
+    for (size_t i = 0; i < v.size(); ++i) {
+      ASSERT_EQ(v[i], exact_sum(i)) << "timeout " << timeout_s << ", element " << i;
+      ASSERT_EQ(w[i], exact_sum(i)) << "timeout " << timeout_s << ", element " << i;
+    }
+    EXPECT_EQ(m[0], 1.0 * size());
+  }
+  for (double bad : {-1.0, static_cast<double>(NAN), static_cast<double>(INFINITY)}) {
+    try {
+      MpiCommunicator c(MPI_COMM_WORLD, bad);
+      ADD_FAILURE() << "timeout " << bad << " accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("parallel.comm_timeout_s"), std::string::npos) << e.what();
+    }
+  }
 }
 
 int kill_rank_loop(int victim) {
