@@ -5,9 +5,10 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
 #include <memory>
-#include <vector>
 #include <thread>
+#include <vector>
 
 #include "comm/placement.h"
 #include "core/cuda_check.h"
@@ -37,10 +38,13 @@ namespace {
 
 class NcclRequest final : public CommRequest {
  public:
-  NcclRequest(const NcclCommunicator& owner, int device, cudaEvent_t done,
+  NcclRequest(const NcclCommunicator& owner, const char* call, int device, cudaEvent_t done,
               std::shared_ptr<std::vector<cudaEvent_t>> spare)
-      : owner_(owner), device_(device), done_(done), spare_(std::move(spare)) {}
+      : owner_(owner), call_(call), device_(device), done_(done), spare_(std::move(spare)) {}
   ~NcclRequest() override {
+    // After a timeout anywhere in the process the peers are stuck and the process is ending: abort rather
+    // than wait (the kernels stop, so nothing writes the buffer any more).
+    if (!finished_ && comm_timed_out()) owner_.abort();
     try {
       wait();
     } catch (...) {
@@ -61,11 +65,19 @@ class NcclRequest final : public CommRequest {
     return false;
   }
   void wait() override {
-    while (!test()) std::this_thread::sleep_for(std::chrono::microseconds(50));
+    using Clock = std::chrono::steady_clock;
+    const Clock::time_point start = Clock::now();
+    const double timeout_s = owner_.timeout_s();
+    while (!test()) {
+      const double waited = std::chrono::duration<double>(Clock::now() - start).count();
+      if (timeout_s > 0 && waited >= timeout_s) owner_.fail_timeout(call_, waited);
+      std::this_thread::sleep_for(std::chrono::microseconds(50));
+    }
   }
 
  private:
   const NcclCommunicator& owner_;
+  const char* call_;
   int device_;
   cudaEvent_t done_;
   std::shared_ptr<std::vector<cudaEvent_t>> spare_;
@@ -74,8 +86,8 @@ class NcclRequest final : public CommRequest {
 
 }  // namespace
 
-NcclCommunicator::NcclCommunicator(MPI_Comm comm, int device, CUstream_st* source)
-    : mpi_(std::make_unique<MpiCommunicator>(comm)), state_(std::make_unique<State>()), device_(device),
+NcclCommunicator::NcclCommunicator(MPI_Comm comm, int device, CUstream_st* source, double timeout_s)
+    : mpi_(std::make_unique<MpiCommunicator>(comm, timeout_s)), state_(std::make_unique<State>()), device_(device),
       source_(source) {
   char host[256] = {0};
   gethostname(host, sizeof host - 1);
@@ -118,7 +130,7 @@ void NcclCommunicator::abort() const {
 
 void NcclCommunicator::check_async() const {
   ALEXNET_CHECK(!state_->aborted, "the NCCL communicator of ", describe(),
-                " was aborted after an earlier error; the job must end");
+                " was aborted after an earlier error or timeout; the job must end");
   ncclResult_t async = ncclSuccess;
   const ncclResult_t r = ncclCommGetAsyncError(state_->comm, &async);
   if (r == ncclSuccess && async == ncclSuccess) return;
@@ -127,7 +139,18 @@ void NcclCommunicator::check_async() const {
                " (a peer may have died); the communicator was aborted");
 }
 
-std::unique_ptr<CommRequest> NcclCommunicator::enqueue(const std::function<void()>& collective) {
+void NcclCommunicator::fail_timeout(const char* call, double waited_s) const {
+  // Aborting ends the kernels that wait for the missing peer, so the stream (and this process) can go on
+  // to its end.
+  note_comm_timeout();
+  abort();
+  ALEXNET_FAIL("timed out after ", std::round(waited_s * 1000) / 1000, " s (parallel.comm_timeout_s: ", timeout_s(),
+               ") in ", call, " on ", describe(),
+               ": a peer rank is stuck (alive but not joining) or gone; the communicator was aborted, so the job "
+               "must end");
+}
+
+std::unique_ptr<CommRequest> NcclCommunicator::enqueue(const char* call, const std::function<void()>& collective) {
   if (state_->aborted) check_async();
   ALEXNET_CUDA_CHECK(cudaSetDevice(device_));
   cudaEvent_t done = nullptr;
@@ -137,7 +160,7 @@ std::unique_ptr<CommRequest> NcclCommunicator::enqueue(const std::function<void(
     done = state_->spare->back();
     state_->spare->pop_back();
   }
-  auto request = std::make_unique<NcclRequest>(*this, device_, done, state_->spare);
+  auto request = std::make_unique<NcclRequest>(*this, call, device_, done, state_->spare);
   // The buffers were written on the source stream: wait for that work, not for later work.
   ALEXNET_CUDA_CHECK(cudaEventRecord(state_->ready, source_ ? source_ : cudaStreamLegacy));
   ALEXNET_CUDA_CHECK(cudaStreamWaitEvent(state_->stream, state_->ready, 0));
@@ -147,7 +170,7 @@ std::unique_ptr<CommRequest> NcclCommunicator::enqueue(const std::function<void(
 }
 
 std::unique_ptr<CommRequest> NcclCommunicator::allreduce_async(float* data, size_t count, ReduceOp op) {
-  return enqueue([&] {
+  return enqueue("ncclAllReduce", [&] {
     NCCL_OK(ncclAllReduce(data, data, count, ncclFloat32, op == ReduceOp::kAverage ? ncclAvg : ncclSum, state_->comm,
                           state_->stream));
   });
@@ -156,7 +179,7 @@ std::unique_ptr<CommRequest> NcclCommunicator::allreduce_async(float* data, size
 void NcclCommunicator::allreduce(float* data, size_t count, ReduceOp op) { allreduce_async(data, count, op)->wait(); }
 
 void NcclCommunicator::broadcast(float* data, size_t count, int root) {
-  enqueue([&] { NCCL_OK(ncclBroadcast(data, data, count, ncclFloat32, root, state_->comm, state_->stream)); })->wait();
+  enqueue("ncclBroadcast", [&] { NCCL_OK(ncclBroadcast(data, data, count, ncclFloat32, root, state_->comm, state_->stream)); })->wait();
 }
 
 }  // namespace alexnet

@@ -20,8 +20,10 @@ class NcclCommunicator final : public Communicator {
   // Collective over `comm`: every rank joins with its GPU `device`. NCCL refuses two ranks of one
   // communicator on the same GPU; the constructor checks that first and names the ranks (message from
   // shared_gpu_conflict, comm/placement.h). `source`: the stream whose work writes the buffers (the
-  // tower's stream, AlexNet::stream); nullptr: the device's legacy default stream.
-  NcclCommunicator(MPI_Comm comm, int device, CUstream_st* source = nullptr);
+  // tower's stream, AlexNet::stream); nullptr: the device's legacy default stream. `timeout_s`
+  // (parallel.comm_timeout_s, 0: none) bounds every wait for the other ranks, here and in the inner
+  // MpiCommunicator.
+  NcclCommunicator(MPI_Comm comm, int device, CUstream_st* source = nullptr, double timeout_s = 0);
   ~NcclCommunicator() override;
   NcclCommunicator(const NcclCommunicator&) = delete;
   NcclCommunicator& operator=(const NcclCommunicator&) = delete;
@@ -36,7 +38,10 @@ class NcclCommunicator final : public Communicator {
   // goes on while they travel. A request completes when its event has; while waiting, NCCL's
   // asynchronous error state is polled, and an error aborts the communicator and throws, so a peer that
   // NCCL reports lost (network transports) ends the job instead of hanging it. A rank that dies on the
-  // node is mpirun's to see: it ends the whole job.
+  // node is mpirun's to see: it ends the whole job. A wait that outlasts the timeout (a peer alive but
+  // never joining) aborts the communicator too and throws an Error naming parallel.comm_timeout_s; the
+  // time counts from the start of the wait and includes the source stream's work queued before the
+  // collective.
   void allreduce(float* data, size_t count, ReduceOp op) override;
   std::unique_ptr<CommRequest> allreduce_async(float* data, size_t count, ReduceOp op) override;
   void broadcast(float* data, size_t count, int root) override;
@@ -47,6 +52,9 @@ class NcclCommunicator final : public Communicator {
   // Throws (after aborting the communicator) if NCCL reports an asynchronous error, or if the
   // communicator was aborted before.
   void check_async() const;
+  // Aborts the communicator and throws: `call` ("ncclAllReduce") did not complete within the timeout.
+  [[noreturn]] void fail_timeout(const char* call, double waited_s) const;
+  double timeout_s() const { return mpi_->timeout_s(); }
   // ncclCommAbort, once (it frees the communicator; the kernels in flight stop); later calls throw.
   void abort() const;
   bool aborted() const;
@@ -54,8 +62,8 @@ class NcclCommunicator final : public Communicator {
  private:
   struct State;
   // Runs `collective` (which enqueues on the communicator's stream) after the work already queued on the
-  // source stream; the request completes with it.
-  std::unique_ptr<CommRequest> enqueue(const std::function<void()>& collective);
+  // source stream; the request, named `call` in errors, completes with it.
+  std::unique_ptr<CommRequest> enqueue(const char* call, const std::function<void()>& collective);
   std::unique_ptr<MpiCommunicator> mpi_;
   std::unique_ptr<State> state_;
   int device_ = 0;
