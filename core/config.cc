@@ -486,6 +486,8 @@ void validate_config(const Config& c, const ConfigSources& sources) {
   if (c.parallel.threads < 0) fail("parallel.threads", "must be >= 0");
   if (!(c.parallel.bucket_mb >= 0 && c.parallel.bucket_mb <= 4096))
     fail("parallel.bucket_mb", str_cat("must be in [0, 4096], got ", c.parallel.bucket_mb));
+  if (!(std::isfinite(c.parallel.comm_timeout_s) && c.parallel.comm_timeout_s >= 0))
+    fail("parallel.comm_timeout_s", str_cat("must be finite and >= 0 (0: wait forever), got ", c.parallel.comm_timeout_s));
 
   if (!(t.lr_decay > 0 && t.lr_decay <= 1)) fail("train.lr_decay", str_cat("must be in (0, 1], got ", t.lr_decay));
   for (size_t i = 0; i < t.lr_steps.size(); ++i) {

@@ -181,7 +181,8 @@ void Worker::setup_comm() {
   MPI_Comm comm = layout_.role_comm();
   int size = 1;
   MPI_Comm_size(comm, &size);
-  world_ = std::make_unique<MpiCommunicator>(comm);
+  const double timeout_s = config_.parallel.comm_timeout_s;
+  world_ = std::make_unique<MpiCommunicator>(comm, timeout_s);
   // One communicator per tower (shared/ARCHITECTURE.md): tower t's gradients are reduced among the
   // tower-t replicas of every rank, and the two reductions are independent.
   for (int t = 0; t < kTowers; ++t) {
@@ -189,10 +190,10 @@ void Worker::setup_comm() {
       tower_comm_[t] = std::make_unique<LocalCommunicator>();
     } else if (devices_[t].is_cuda()) {
 #if ALEXNET_WITH_CUDA
-      tower_comm_[t] = std::make_unique<NcclCommunicator>(comm, devices_[t].index, model_->stream(t));
+      tower_comm_[t] = std::make_unique<NcclCommunicator>(comm, devices_[t].index, model_->stream(t), timeout_s);
 #endif
     } else {
-      tower_comm_[t] = std::make_unique<MpiCommunicator>(comm);
+      tower_comm_[t] = std::make_unique<MpiCommunicator>(comm, timeout_s);
     }
   }
   GradBucketOptions opts;

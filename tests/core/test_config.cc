@@ -1,6 +1,7 @@
 // Config loading: defaults, overrides, errors that name the key and the line, round trip.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <fstream>
 
 #include "core/cli.h"
@@ -100,10 +101,29 @@ TEST(Config, ModelOnlyConfigIsValid) {
   EXPECT_EQ(c.train.batch_size, default_config().train.batch_size);
 }
 
+TEST(Config, CommTimeout) {
+  EXPECT_EQ(default_config().parallel.comm_timeout_s, 600.0);
+  EXPECT_EQ(default_config({"parallel.comm_timeout_s=0"}).parallel.comm_timeout_s, 0.0);
+  EXPECT_EQ(load_config_text("parallel:\n  comm_timeout_s: 2.5\n", "t.yaml").parallel.comm_timeout_s, 2.5);
+  for (const char* bad : {"parallel.comm_timeout_s=-1", "parallel.comm_timeout_s=.nan", "parallel.comm_timeout_s=.inf",
+                          "parallel.comm_timeout_s=-.inf", "parallel.comm_timeout_s=soon"}) {
+    const std::string msg = error_of([&] { default_config({bad}); });
+    EXPECT_NE(msg.find("'parallel.comm_timeout_s' (--set "), std::string::npos) << bad << ": " << msg;
+  }
+  // A config made in code is held to the same rule.
+  for (double bad : {-0.5, static_cast<double>(NAN), static_cast<double>(INFINITY)}) {
+    Config c = default_config();
+    c.parallel.comm_timeout_s = bad;
+    const std::string msg = error_of([&] { validate_config(c); });
+    EXPECT_NE(msg.find("'parallel.comm_timeout_s' (default): must be finite and >= 0"), std::string::npos)
+        << bad << ": " << msg;
+  }
+}
+
 TEST(Config, ReferenceListsEveryKey) {
   std::string doc = config_reference_markdown();
   for (const char* key : {"model.num_classes", "model.lrn.alpha", "model.pool.stride", "data.root",
-                          "train.weight_decay", "parallel.devices_per_rank"}) {
+                          "train.weight_decay", "parallel.devices_per_rank", "parallel.comm_timeout_s"}) {
     EXPECT_NE(doc.find(std::string("`") + key + "`"), std::string::npos) << key;
   }
 }
