@@ -2,8 +2,8 @@
 # alexnet-worker jobs under mpirun beside one alexnet-data-service (MPMD), over a small synthesized and
 # prepared dataset (case setup): a short run's outputs, 1/2/4-rank invariance of the weights, a bit-exact
 # resume, the stop signal (exit 75) and its resume, the fallback past a damaged newest checkpoint, a killed
-# worker ending the job, a resume refused for a different model, and pre-flight config errors of
-# alexnet-launch. Every job runs under `timeout`, so a hang fails the test instead of stalling CI.
+# worker ending the job, a stopped (stuck) worker ending it after parallel.comm_timeout_s, a resume refused
+# for a different model, and pre-flight config errors of alexnet-launch. Every job runs under `timeout`, so a hang fails the test instead of stalling CI.
 # Usage: test_worker_mpi.sh CASE ALEXNET_WORKER ALEXNET_DATA_SERVICE ALEXNET_TOOL ALEXNET_LAUNCH WORKDIR
 set -euo pipefail
 case_name=$1 worker=$2 service=$3 tool=$4 launch=$5 work=$6
@@ -211,6 +211,35 @@ PY
     [ "$rc" -ne 124 ] || show_fail "$dir/log" "the job hung"
     grep -Eiq "rank [0-9]+.*(signal 9|killed)|killed|exited on signal|died|lost" "$dir/log" ||
       show_fail "$dir/log" "no message names the failure"
+    ;;
+
+  stuck)
+    # A worker stopped with SIGSTOP mid-run is alive but never joins the gradient allreduce: the other
+    # worker gives up after parallel.comm_timeout_s (2 s), names the key, and its MPI_Abort ends the job.
+    run=$dir/run
+    rc=0
+    timeout 60 mpirun --oversubscribe --bind-to none -np 1 "$service" "${common[@]}" --set run.dir="$run" : \
+      -np 2 -x OMP_NUM_THREADS=1 "$worker" "${common[@]}" --set train.max_steps=400 --set run.dir="$run" \
+      --set parallel.comm_timeout_s=2 >"$dir/log" 2>&1 &
+    pid=$!
+    wait_for_progress "$run" || { kill -KILL "$pid" 2>/dev/null; show_fail "$dir/log" "no progress within 60 s"; }
+    victim=$(pgrep -f "^$worker .*run.dir=$run --set parallel.comm_timeout_s=2\$" | tail -1)
+    [ -n "$victim" ] || fail "no worker process found"
+    kill -STOP "$victim"
+    start=$SECONDS
+    for _ in $(seq 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$pid" 2>/dev/null; then
+      kill -KILL "$victim" 2>/dev/null || true
+      kill -TERM "$pid"; wait "$pid" || true
+      show_fail "$dir/log" "the job still ran 15 s after a worker was stopped"
+    fi
+    wait "$pid" || rc=$?
+    kill -KILL "$victim" 2>/dev/null || true
+    echo "the job ended with status $rc $((SECONDS - start)) s after the stop"
+    [ "$rc" -ne 0 ] || show_fail "$dir/log" "the job succeeded"
+    [ "$rc" -ne 124 ] || show_fail "$dir/log" "the job hung"
+    grep -q "timed out after .* (parallel.comm_timeout_s: 2) in MPI_I.* a peer rank is stuck" "$dir/log" ||
+      show_fail "$dir/log" "no message names the timeout"
     ;;
 
   incompatible)
