@@ -5,6 +5,7 @@
 #include <sys/prctl.h>
 #include <signal.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -17,12 +18,27 @@ namespace {
 
 volatile sig_atomic_t g_child = 0;
 volatile sig_atomic_t g_stop_requests = 0;
+// When the first stop request arrived (read and written only by the handler, which never nests).
+timespec g_first_stop{};
 
-// Only async-signal-safe calls here (kill).
+// A stop request this soon after the first is the same request: timeout(1) and shells send a signal to
+// the process and then to its process group, so one stop often arrives twice within microseconds.
+constexpr double kRepeatedStopS = 0.5;
+
+// Only async-signal-safe calls here (kill, clock_gettime).
 void forward_signal(int sig) {
   const pid_t child = g_child;
   if (child <= 0) return;
   if (sig == SIGTERM || sig == SIGINT) {
+    timespec now{};
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    if (g_stop_requests == 0) {
+      g_first_stop = now;
+    } else if (static_cast<double>(now.tv_sec - g_first_stop.tv_sec) +
+                   1e-9 * static_cast<double>(now.tv_nsec - g_first_stop.tv_nsec) <
+               kRepeatedStopS) {
+      return;
+    }
     g_stop_requests = g_stop_requests + 1;
     kill(child, g_stop_requests == 1 ? SIGUSR1 : sig);
   } else {

@@ -33,7 +33,9 @@ rc=0
 timeout 120 "$launch" "${args[@]}" --workers 2 >"$work/log2" 2>&1 || rc=$?
 if [ "$rc" -eq 0 ] || [ "$rc" -eq 124 ]; then cat "$work/log2"; fail "a failing job gave status $rc"; fi
 # SIGTERM to the launcher reaches every rank as SIGUSR1 while the job runs. The data service ignores it
-# and serves on; these workers ignore it too (the trap survives exec), so the job still ends with 0.
+# and serves on; these workers ignore it too (the trap survives exec), so the job still ends with 0. The
+# TERM comes twice, 0.1 s apart, as timeout(1) or a shell may deliver one stop (to the process, then to
+# its group): the repeat must not become the hard stop a second request means.
 cat > "$work/bin/alexnet-worker" <<FAKE
 #!/bin/sh
 trap '' USR1
@@ -49,7 +51,11 @@ for _ in $(seq 600); do
   sleep 0.1
 done
 grep -q 'job layout:' "$work/log3" || { cat "$work/log3"; fail "the job did not start"; }
-kill -TERM "$pid"
+launcher_pid=$(pgrep -P "$pid")
+[ -n "$launcher_pid" ] || { cat "$work/log3"; fail "no launcher process under timeout"; }
+kill -TERM "$launcher_pid"
+sleep 0.1
+kill -TERM "$launcher_pid"
 rc=0
 wait "$pid" || rc=$?
 grep -q 'Forwarding signal 10' "$work/log3" || { cat "$work/log3"; fail "mpirun did not get SIGUSR1"; }
