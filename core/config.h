@@ -166,7 +166,7 @@ struct ParallelConfig {
   bool deterministic = true;
   double bucket_mb = 25;
   bool overlap = true;
-  double comm_timeout_s = 600;
+  double comm_timeout_s = 1800;
   template <class V> void visit(V& v) {
     v("backend", backend, "auto: CUDA when a GPU is present, else the CPU");
     v("devices_per_rank", devices_per_rank, "GPUs per worker rank: 2 puts one tower on each (the paper), 1 both on one");
@@ -175,7 +175,7 @@ struct ParallelConfig {
     v("deterministic", deterministic, "GPU convolutions: the fastest algorithm whose results repeat bit for bit (false: the fastest of all, as PyTorch's cudnn.benchmark picks)");
     v("bucket_mb", bucket_mb, "gradient allreduce bucket size in MiB, backward order (0: one bucket for all)");
     v("overlap", overlap, "start each bucket's allreduce during backward, as soon as its gradients are final (false: every bucket after backward, the same bits)");
-    v("comm_timeout_s", comm_timeout_s, "seconds a worker rank waits in a collective (gradient allreduce, metrics, barrier; MPI or NCCL) for the other workers before failing, which ends the job: a peer alive but stuck would hang it (0: forever)");
+    v("comm_timeout_s", comm_timeout_s, "seconds a worker rank waits in a collective (gradient allreduce, metrics, barrier; MPI or NCCL) for the other workers before failing, which ends the job: a peer alive but stuck would hang it; keep it above data.timeout_s, so a worker held up by its data service says so itself (0: forever)");
   }
 };
 

@@ -102,7 +102,9 @@ TEST(Config, ModelOnlyConfigIsValid) {
 }
 
 TEST(Config, CommTimeout) {
-  EXPECT_EQ(default_config().parallel.comm_timeout_s, 600.0);
+  EXPECT_EQ(default_config().parallel.comm_timeout_s, 1800.0);
+  // Above the data-service wait: a worker held up by its data service reports that before its peers time out.
+  EXPECT_GT(default_config().parallel.comm_timeout_s, default_config().data.timeout_s);
   EXPECT_EQ(default_config({"parallel.comm_timeout_s=0"}).parallel.comm_timeout_s, 0.0);
   EXPECT_EQ(load_config_text("parallel:\n  comm_timeout_s: 2.5\n", "t.yaml").parallel.comm_timeout_s, 2.5);
   for (const char* bad : {"parallel.comm_timeout_s=-1", "parallel.comm_timeout_s=.nan", "parallel.comm_timeout_s=.inf",
