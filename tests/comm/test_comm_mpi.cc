@@ -265,7 +265,9 @@ TEST_F(CommMpi, StuckRankTimesOutEveryCall) {
         EXPECT_NE(what.find("parallel.comm_timeout_s"), std::string::npos) << what;
         EXPECT_NE(what.find("peer rank is stuck"), std::string::npos) << what;
         EXPECT_GE(waited, kTimeout) << what;
-        EXPECT_LT(waited, kTimeout + 0.4) << what;
+        // The stuck rank only joins after this, so the bound just has to hold on a loaded 2-core machine
+        // running 4 ranks beside other tests.
+        EXPECT_LT(waited, kTimeout + 2.0) << what;
       }
     }
     EXPECT_TRUE(comm_timed_out());
