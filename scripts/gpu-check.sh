@@ -107,6 +107,30 @@ print("| %s | %s | %s | %s | %s | %s |" % (
 PY
 }
 
+# The run's time budget (GPU_CHECK_BUDGET_S, default 480 s from the start of `run`): each command runs
+# under `timeout` with the smaller of its own cap ($1) and what is left of the budget, so a hung test or
+# benchmark costs its cap, not the lent machine's whole time, and the run ends inside the budget with
+# every table it got to. rc 124 is a timeout; 125 means no budget was left to start it.
+budget_end=0
+limited() {
+  local cap=$1 left
+  shift
+  left=$((budget_end - $(date +%s)))
+  [ "$left" -gt "$cap" ] && left=$cap
+  [ "$left" -ge 5 ] || return 125
+  timeout -k 5 "$left" "$@"
+}
+
+# "passed", "TIMEOUT", "NOT RUN (budget)" or "FAILED (rc)" for a command's exit status.
+outcome() {
+  case "$1" in
+    0) echo passed ;;
+    124|137) echo TIMEOUT ;;
+    125) echo "NOT RUN (budget)" ;;
+    *) echo "FAILED ($1)" ;;
+  esac
+}
+
 case "$mode" in
   bundle)
     scripts/build.sh
@@ -185,16 +209,32 @@ print("\n".join(sorted(e for e in exes if e)))')
 
   run)
     [ -f "$bundle_dir/bundle.tar.xz" ] || { echo "gpu-check: no $bundle_dir/bundle.tar.xz (run 'bundle' first)" >&2; exit 1; }
+    budget_end=$(( $(date +%s) + ${GPU_CHECK_BUDGET_S:-480} ))
+    run_start=$(date +%s)
     work=$(mktemp -d)
     tar -C "$work" -xJf "$bundle_dir/bundle.tar.xz"
     pack=$work/pack
     logs=$work/logs
     mkdir -p "$logs"
     bundle_env "$pack"
+    # Whatever ends the run, the logs reach $OUT.
+    save_logs() {
+      if [ -n "${OUT:-}" ]; then
+        tar -C "$work" -czf "$OUT/gpu-check-logs.tar.gz" logs $(cd "$work" && ls -d runs/*/metrics.jsonl runs/*/worker.log 2>/dev/null) &&
+          echo "gpu-check: logs in \$OUT/gpu-check-logs.tar.gz"
+      else
+        echo "gpu-check: logs in $logs"
+      fi
+    }
+    trap save_logs EXIT
     export ALEXNET_TOOL="$pack/app/alexnet-tool"  # tests/tools/test_tool_cuda.cc
     export GTEST_COLOR=no  # mpirun gives its ranks a terminal: keep the logs plain for the counts below
     echo "gpu-check: bundle of commit $(cat "$pack/commit")"
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || echo "gpu-check: nvidia-smi not available"
+    # Which CUDA libraries the product loads there (PyTorch's packages), and PyTorch's own versions.
+    ldd "$pack/app/alexnet-worker" | awk '/lib(cudart|cudnn|cublas|nccl)/ {print "gpu-check: " $1 " -> " $3}' || true
+    python3 -c 'import torch; print("gpu-check: torch", torch.__version__, "cuDNN", torch.backends.cudnn.version(),
+"NCCL", ".".join(map(str, torch.cuda.nccl.version())) if torch.cuda.is_available() else "")' 2>/dev/null || true
     status=0
     if [ "${GPU_CHECK_TESTS:-1}" = 1 ]; then
       rows=()
@@ -212,14 +252,17 @@ print("\n".join(sorted(e for e in exes if e)))')
         np=${entry%%|*}
         exe=${entry#*|}
         name=$(basename "$exe")
-        command=("$exe")
+        command=(limited 180 "$exe")
         if [ "$np" -gt 0 ]; then
           name="$name -np $np"
-          command=(mpirun --oversubscribe --bind-to none -np "$np" "$exe")
+          command=(limited 90 mpirun --oversubscribe --bind-to none -np "$np" "$exe")
         fi
         log="$logs/${name// /_}.log"
         start=$(date +%s.%N)
-        if "${command[@]}" >"$log" 2>&1; then result=passed; else result=FAILED; status=1; fi
+        rc=0
+        "${command[@]}" >"$log" 2>&1 || rc=$?
+        result=$(outcome "$rc")
+        [ "$rc" = 0 ] || status=1
         secs=$(echo "$(date +%s.%N) - $start" | bc)
         passed=$(grep -c '^\[       OK \]' "$log" || true)
         failed=$(grep -cE '^\[  FAILED  \] .* \([0-9]+ ms\)$' "$log" || true)
@@ -228,7 +271,10 @@ print("\n".join(sorted(e for e in exes if e)))')
           passed=$((passed / np)) failed=$((failed / np)) skipped=$((skipped / np))
         fi
         rows+=("$(printf '| %-28s | %-6s | %6s | %6s | %7s | %7.1f |' "$name" "$result" "$passed" "$failed" "$skipped" "$secs")")
-        if [ "$result" = FAILED ]; then grep -E 'Failure|Expected|Which is|error|seed' "$log" | head -40 || true; fi
+        if [ "$rc" != 0 ]; then
+          echo "--- $name: $result"
+          grep -E 'Failure|Expected|Which is|error|seed|^\[ RUN' "$log" | tail -40 || true
+        fi
       done
       echo
       echo "| executable                   | result | passed | failed | skipped | seconds |"
@@ -245,22 +291,19 @@ print("\n".join(sorted(e for e in exes if e)))')
       read -r -a extra <<<"${GPU_CHECK_DEMO_ARGS:---set data.threads=4}"
       common=(--config configs/demo.yaml --set "data.root=$data" --set "parallel.backend=$backend"
               --set parallel.devices_per_rank=1)
-      if "$app/alexnet-tool" synth --out "$data" --classes 10 --train-per-class 64 --val-per-class 20 --seed 1 \
+      if limited 60 "$app/alexnet-tool" synth --out "$data" --classes 10 --train-per-class 64 --val-per-class 20 --seed 1 \
            >"$logs/demo_prepare.log" 2>&1 &&
-         "$app/alexnet-tool" prepare "${common[@]}" --shards >>"$logs/demo_prepare.log" 2>&1; then
+         limited 60 "$app/alexnet-tool" prepare "${common[@]}" --shards >>"$logs/demo_prepare.log" 2>&1; then
         demo_rows=()
         for precision in ${GPU_CHECK_DEMO_PRECISIONS:-float32 bf16}; do
           run_dir=$work/runs/demo-$precision
           start=$(date +%s)
-          if "$app/alexnet-launch" "${common[@]}" --workers 1 --data-services 1 --bin-dir "$app" \
+          rc=0
+          limited 150 "$app/alexnet-launch" "${common[@]}" --workers 1 --data-services 1 --bin-dir "$app" \
                --mpirun "$pack/ompi/bin/mpirun" --set "run.dir=$run_dir" --set "parallel.precision=$precision" \
-               "${extra[@]}" >"$logs/demo_$precision.log" 2>&1; then
-            result=passed
-          else
-            result="FAILED ($?)"
-            status=1
-            tail -15 "$logs/demo_$precision.log"
-          fi
+               "${extra[@]}" >"$logs/demo_$precision.log" 2>&1 || rc=$?
+          result=$(outcome "$rc")
+          if [ "$rc" != 0 ]; then status=1; tail -15 "$logs/demo_$precision.log"; fi
           grep -m1 -oE '(CPU|CUDA) backend.*' "$logs/demo_$precision.log" || true
           demo_rows+=("$(demo_row "$precision, $result, $(( $(date +%s) - start )) s" "$run_dir/metrics.jsonl" 32)")
         done
@@ -270,7 +313,7 @@ print("\n".join(sorted(e for e in exes if e)))')
         printf '%s\n' "${demo_rows[@]}"
         # Two ranks cannot share one GPU under NCCL: the job must stop with a message that says so.
         if [ "$backend" = cuda ]; then
-          if "$app/alexnet-launch" "${common[@]}" --workers 2 --data-services 1 --bin-dir "$app" \
+          if limited 60 "$app/alexnet-launch" "${common[@]}" --workers 2 --data-services 1 --bin-dir "$app" \
                --mpirun "$pack/ompi/bin/mpirun" --set "run.dir=$work/runs/shared" \
                >"$logs/demo_shared_gpu.log" 2>&1; then
             echo "gpu-check: two workers on one GPU were not refused"; status=1
@@ -294,13 +337,13 @@ print("\n".join(sorted(e for e in exes if e)))')
           ours=n/a
           tflops=n/a
           crops=n/a
-          if "$pack/app/bench_train" --device cuda --batch "$batch" --iters 20 --no-sgemm \
+          if limited 60 "$pack/app/bench_train" --device cuda --batch "$batch" --iters 20 --no-sgemm \
                --set "parallel.precision=$precision" >"$logs/bench_${precision}_$batch.log" 2>&1; then
             ours=$(awk '/^ours_img_per_s/ {print $2}' "$logs/bench_${precision}_$batch.log")
             tflops=$(awk '/^ours_gflops/ {printf "%.1f", $2 / 1000}' "$logs/bench_${precision}_$batch.log")
             crops=$(awk '/^ours_crops_img_per_s/ {print $2}' "$logs/bench_${precision}_$batch.log")
           else
-            ours=failed
+            ours="failed ($?)"
             status=1
             tail -5 "$logs/bench_${precision}_$batch.log"
           fi
@@ -308,13 +351,13 @@ print("\n".join(sorted(e for e in exes if e)))')
           fastest=-
           if [ "$batch" = 128 ]; then
             fastest=failed
-            if "$pack/app/bench_train" --device cuda --batch "$batch" --iters 20 --no-sgemm --no-crops \
+            if limited 60 "$pack/app/bench_train" --device cuda --batch "$batch" --iters 20 --no-sgemm --no-crops \
                  --set "parallel.precision=$precision" --set parallel.deterministic=false \
                  >"$logs/bench_${precision}_${batch}_fastest.log" 2>&1; then
               fastest=$(awk '/^ours_img_per_s/ {print $2}' "$logs/bench_${precision}_${batch}_fastest.log")
             fi
           fi
-          torch=$(python3 bench/torch_alexnet_bench.py --device cuda --precision "$precision" --batch "$batch" \
+          torch=$(limited 90 python3 bench/torch_alexnet_bench.py --device cuda --precision "$precision" --batch "$batch" \
                     --iters 20 --warmup 5 2>"$logs/torch_${precision}_$batch.log" | awk '/^torch_img_per_s/ {print $2}') || torch=""
           ratio=$(python3 -c "import sys; a, b = sys.argv[1:]; print(f'{float(a) / float(b):.2f}' if a.replace('.', '', 1).isdigit() and b.replace('.', '', 1).isdigit() else 'n/a')" "$ours" "${torch:-n/a}")
           echo "| $precision | $batch | $ours | $tflops | ${torch:-failed} | $ratio | $crops | $fastest |"
@@ -325,19 +368,14 @@ print("\n".join(sorted(e for e in exes if e)))')
       # host's launches, not the GPU, set the pace.
       step128=$(awk '/^ours_step_s/ {printf "%.2f", $2 * 1000}' "$logs/bench_float32_128.log" 2>/dev/null)
       step8=failed
-      if "$pack/app/bench_train" --device cuda --batch 8 --iters 20 --no-sgemm --no-crops \
+      if limited 60 "$pack/app/bench_train" --device cuda --batch 8 --iters 20 --no-sgemm --no-crops \
            >"$logs/bench_float32_8.log" 2>&1; then
         step8=$(awk '/^ours_step_s/ {printf "%.2f", $2 * 1000}' "$logs/bench_float32_8.log")
       fi
       echo
       echo "launch floor (float32): ${step8} ms per step at batch 8, ${step128:-failed} ms at batch 128"
     fi
-    if [ -n "${OUT:-}" ]; then
-      tar -C "$work" -czf "$OUT/gpu-check-logs.tar.gz" logs $(cd "$work" && ls -d runs/*/metrics.jsonl runs/*/worker.log 2>/dev/null)
-      echo "gpu-check: logs in \$OUT/gpu-check-logs.tar.gz"
-    else
-      echo "gpu-check: logs in $logs"
-    fi
+    echo "gpu-check: $(( $(date +%s) - run_start )) s in all (budget ${GPU_CHECK_BUDGET_S:-480} s)"
     exit "$status"
     ;;
 
