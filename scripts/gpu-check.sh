@@ -271,9 +271,24 @@ print("\n".join(sorted(e for e in exes if e)))')
           passed=$((passed / np)) failed=$((failed / np)) skipped=$((skipped / np))
         fi
         rows+=("$(printf '| %-28s | %-6s | %6s | %6s | %7s | %7.1f |' "$name" "$result" "$passed" "$failed" "$skipped" "$secs")")
-        if [ "$rc" != 0 ]; then
+        if [ "$rc" != 0 ] && [ "$rc" != 125 ]; then
           echo "--- $name: $result"
-          grep -E 'Failure|Expected|Which is|error|seed|^\[ RUN' "$log" | tail -40 || true
+          grep -E 'Failure|Expected|Which is|error|seed' "$log" | head -30 || true
+          # The failed tests, or the one that was running when the program died (a crash or a CUDA
+          # error out of main leaves no FAILED line).
+          tests=$(sed -nE 's/^\[  FAILED  \] ([A-Za-z0-9_/.]+) \([0-9]+ ms\)$/\1/p' "$log" | sort -u | paste -sd: -)
+          [ -n "$tests" ] || tests=$(sed -nE 's/^\[ RUN      \] ([A-Za-z0-9_/.]+)$/\1/p' "$log" | tail -1)
+          echo "failed or last running: ${tests:-none}"
+          # One rerun of those under compute-sanitizer's memcheck (not for MPI runs): an out-of-bounds
+          # access or a CUDA API error then names its kernel and call site.
+          sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null || true)
+          if [ "$np" = 0 ] && [ -n "$tests" ] && [ -n "$sanitizer" ]; then
+            slog="$logs/${name// /_}.memcheck.log"
+            limited 120 "$sanitizer" --tool memcheck --error-exitcode 3 --print-limit 20 \
+              "$exe" --gtest_filter="$tests" >"$slog" 2>&1 || true
+            echo "memcheck of $tests:"
+            grep -E '^========= (Invalid|Program hit|Error|ERROR SUMMARY|    at )|Failure' "$slog" | head -25 || true
+          fi
         fi
       done
       echo
