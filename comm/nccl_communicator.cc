@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <cmath>
 #include <memory>
 #include <thread>
@@ -61,6 +62,9 @@ class NcclRequest final : public CommRequest {
     const cudaError_t q = cudaEventQuery(done_);
     if (q == cudaSuccess) return finished_ = true;
     ALEXNET_CHECK(q == cudaErrorNotReady, "CUDA event query failed on ", owner_.describe(), ": ", cudaGetErrorString(q));
+    // "Not ready" can stay behind as the runtime's last error, and the next kernel launch check (polls
+    // run in the middle of backward) would report it as that launch's failure: clear it.
+    (void)cudaGetLastError();
     owner_.check_async();
     return false;
   }
@@ -97,6 +101,12 @@ NcclCommunicator::NcclCommunicator(MPI_Comm comm, int device, CUstream_st* sourc
   const std::vector<uint64_t> where = mpi_->allgather({hasher(state_->host), static_cast<uint64_t>(device)});
   const std::string conflict = shared_gpu_conflict(where);
   ALEXNET_CHECK(conflict.empty(), conflict);
+  // Both towers' communicators sit on one GPU when devices_per_rank is 1, and their reductions overlap.
+  // NCCL can deadlock when kernels of two communicators on one device run in different orders on
+  // different ranks; since 2.26 NCCL_LAUNCH_ORDER_IMPLICIT orders them on the device by the host's
+  // issue order, which GradBuckets keeps the same on every rank. Set before the process's first NCCL
+  // call (NCCL reads its parameters once); a value from the user's environment stays.
+  setenv("NCCL_LAUNCH_ORDER_IMPLICIT", "1", 0);
   ncclUniqueId id;
   if (rank() == 0) NCCL_OK(ncclGetUniqueId(&id));
   mpi_->check(MPI_Bcast(&id, sizeof id, MPI_BYTE, 0, mpi_->comm()), "MPI_Bcast of the NCCL id");

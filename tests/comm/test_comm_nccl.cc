@@ -144,10 +144,13 @@ TEST_F(CommNccl, AsyncManyInFlightMatchFloat64) {
     bufs[b]->write([&](size_t i) { return keyed_value(20 + b, rank_, i); });
     reqs.push_back(comm->allreduce_async(bufs[b]->data(), bufs[b]->size(), ReduceOp::kAverage));
   }
-  // Complete in reverse order, polling the first one.
+  // Complete in reverse order, polling the first one. A poll that finds a reduction unfinished must
+  // leave no CUDA error behind: the next kernel launch check would report it as its own.
   for (size_t b = bufs.size(); b-- > 0;) {
     reqs[0]->test();
+    EXPECT_EQ(cudaGetLastError(), cudaSuccess) << "after polling an unfinished reduction";
     reqs[b]->wait();
+    EXPECT_EQ(cudaGetLastError(), cudaSuccess) << "after waiting for reduction " << b;
     EXPECT_TRUE(reqs[b]->test());
     const std::vector<float> got = bufs[b]->read();
     EXPECT_EQ(expect_keyed_average(got.data(), got.size(), 20 + b, size_), 0u) << "buffer " << b;
