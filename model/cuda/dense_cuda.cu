@@ -209,13 +209,14 @@ ConvPlan& conv_plan(const Tensor& x, const Tensor& w, const ConvParams& p, ConvM
 // From a cudnnFind... result list (sorted fastest first): for a deterministic plan the fastest
 // deterministic algorithm when there is one, else (and for any plan) the fastest that works (then
 // repeated runs may differ in the last bits); null when none works. A float32 plan takes no result that
-// was timed with tensor-core math.
+// was timed with tensor-core math, and only a bf16 plan takes one that converts its operands (to fp16
+// or bf16): a TF32 plan's float data must not lose fp16's range.
 template <class Perf>
 const Perf* pick(const Perf* perf, int count, const ConvPlan& plan) {
   auto usable = [&](const Perf& r) {
     return r.status == CUDNN_STATUS_SUCCESS &&
-           (plan.math != ConvMath::kF32 || (r.mathType != CUDNN_TENSOR_OP_MATH &&
-                                            r.mathType != CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION));
+           (plan.math != ConvMath::kF32 || r.mathType != CUDNN_TENSOR_OP_MATH) &&
+           (plan.math == ConvMath::kBf16 || r.mathType != CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION);
   };
   if (plan.deterministic)
     for (int i = 0; i < count; ++i)
@@ -437,20 +438,37 @@ void gemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int64_t 
                          static_cast<int>(ldc), gemm_compute(), CUBLAS_GEMM_DEFAULT));
 }
 
-// A cudnnFind... status: success, or "not supported" (no algorithm for this data type and shape: the
-// caller falls back); anything else is an error.
+// A cudnnFind... status: success, or "not supported" for this data type and shape (the caller falls
+// back); anything else is an error, named. cuDNN 9 refines "not supported" (3000) into 3001..3014, and
+// only those about the problem mean "no algorithm": 3005..3009 (an incompatible driver or CUDA runtime,
+// an architecture mismatch, a missing prerequisite or sub-library) are a broken installation, which a
+// fallback would hide behind a misleading "no algorithm" later.
 bool searched(cudnnStatus_t st, const char* what) {
-  // cuDNN 9 reports "not supported" as 3000 or a refinement 3001..3999 (_SHAPE, _DATA_TYPE, ...).
-  const int code = static_cast<int>(st);
-  if (code >= static_cast<int>(CUDNN_STATUS_NOT_SUPPORTED) && code < static_cast<int>(CUDNN_STATUS_NOT_SUPPORTED) + 1000)
-    return false;
-  ALEXNET_CHECK(st == CUDNN_STATUS_SUCCESS, "cuDNN ", what, " algorithm search failed: ", cudnnGetErrorString(st));
-  return true;
+  switch (st) {
+    case CUDNN_STATUS_SUCCESS:
+      // A search tries algorithms that may fail and leave a CUDA error behind (the runtime's last
+      // error); the search succeeded, so it must not be reported by the next launch check.
+      (void)cudaGetLastError();
+      return true;
+    case CUDNN_STATUS_NOT_SUPPORTED:
+    case CUDNN_STATUS_NOT_SUPPORTED_GRAPH_PATTERN:
+    case CUDNN_STATUS_NOT_SUPPORTED_SHAPE:
+    case CUDNN_STATUS_NOT_SUPPORTED_DATA_TYPE:
+    case CUDNN_STATUS_NOT_SUPPORTED_LAYOUT:
+    case CUDNN_STATUS_NOT_SUPPORTED_SHARED_MEMORY_INSUFFICIENT:
+    case CUDNN_STATUS_NOT_SUPPORTED_PADDING:
+      (void)cudaGetLastError();
+      return false;
+    default:
+      ALEXNET_FAIL("cuDNN ", what, " algorithm search failed: ", cudnnGetErrorString(st), " (status ",
+                   static_cast<int>(st), ")");
+  }
 }
 
 // The forward algorithm of a plan, searched once on the call's own buffers. False: cuDNN has none.
 bool choose_forward(ConvPlan& plan, StreamContext& ctx, CudaStream s, const void* x, const void* w, void* y) {
   if (plan.fwd.chosen) return true;
+  launched("conv2d_forward (before the algorithm search)");  // our own kernels queued before it
   cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
   int count = 0;
   void* ws = ctx.workspace.ensure(kSearchWorkspace, s);
@@ -466,6 +484,8 @@ bool choose_forward(ConvPlan& plan, StreamContext& ctx, CudaStream s, const void
 bool choose_backward(ConvPlan& plan, StreamContext& ctx, CudaStream s, const void* x, const void* w, const void* dy,
                      void* dx, void* dw) {
   void* ws = nullptr;
+  if (!plan.bwd_filter.chosen || (dx && !plan.bwd_data.chosen))
+    launched("conv2d_backward (before the algorithm search)");  // our own kernels queued before it
   if (!plan.bwd_filter.chosen) {
     ws = ctx.workspace.ensure(kSearchWorkspace, s);
     use_math(plan, plan_math(plan));
