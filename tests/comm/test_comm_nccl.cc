@@ -9,6 +9,7 @@
 #include <mpi.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <numeric>
@@ -114,6 +115,9 @@ TEST_F(CommNccl, ExactSumAndAverage) {
   auto comm = one_gpu_per_rank();
   EXPECT_NE(comm->describe().find("GPU " + std::to_string(rank_)), std::string::npos) << comm->describe();
   EXPECT_TRUE(comm->device_buffers());
+  // Two communicators on one GPU (devices_per_rank 1) rely on NCCL ordering their kernels by issue order.
+  const char* order = std::getenv("NCCL_LAUNCH_ORDER_IMPLICIT");
+  EXPECT_TRUE(order != nullptr && *order != '\0') << "NCCL_LAUNCH_ORDER_IMPLICIT is not set after the first communicator";
   // ncclAvg may scale each rank's value by 1/size before summing: exact for a power-of-two size, else
   // within a few roundings of the summed magnitudes (not of the result, which can cancel to 0).
   const bool power_of_two = (size_ & (size_ - 1)) == 0;
