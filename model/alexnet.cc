@@ -142,7 +142,7 @@ AlexNet::AlexNet(const ModelConfig& cfg, std::array<Device, kTowers> devices)
     }
     int64_t total = 0;
     for (const ParamInfo& p : table_)
-      if (p.trainable) total += shape_numel(p.tower_shape(t));
+      if (p.trainable) total += arena_slot(shape_numel(p.tower_shape(t)));
     tw.params = Tensor::zeros({total}, DType::kF32, devices_[t]);
     tw.grads = Tensor::zeros({total}, DType::kF32, devices_[t]);
     tw.velocity = Tensor::zeros({total}, DType::kF32, devices_[t]);
@@ -154,7 +154,7 @@ AlexNet::AlexNet(const ModelConfig& cfg, std::array<Device, kTowers> devices)
         tw.p.push_back(tw.params.slice0(off, off + n).view(shape));
         tw.g.push_back(tw.grads.slice0(off, off + n).view(shape));
         tw.v.push_back(tw.velocity.slice0(off, off + n).view(shape));
-        off += n;
+        off += arena_slot(n);
       } else {
         tw.p.push_back(Tensor::zeros(shape, DType::kF32, devices_[t]));
         tw.g.emplace_back();

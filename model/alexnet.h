@@ -155,8 +155,15 @@ class AlexNet {
   Tensor activation(int tower, const std::string& name) const;
 
   // Tower t's gradients as one flat float32 tensor on its device (the allreduce buffer), laid out
-  // in table order; views of it back every per-tensor gradient.
+  // in table order; views of it back every per-tensor gradient. Each trainable tensor takes
+  // arena_slot(numel) floats of it (and of the parameter and velocity arenas), its elements first.
   Tensor grad_arena(int tower) const { return towers_[tower].grads; }
+  // A tensor's element count rounded up to 64 floats (256 bytes): every tensor of an arena then starts
+  // aligned for vectorised and tensor-core kernels whatever the class count (10 classes give fc8 a
+  // 5-float bias per tower, which left every later tensor 4 bytes off a 16-byte boundary). The padding
+  // is never written, stays zero, and is reduced along with the tensor before it.
+  static constexpr int64_t kArenaAlign = 64;
+  static int64_t arena_slot(int64_t numel) { return (numel + kArenaAlign - 1) / kArenaAlign * kArenaAlign; }
   // Tower t's share of table entry `index` on its device (a view: writing it changes the model).
   Tensor tower_tensor(int tower, size_t index) const { return towers_[tower].p[index]; }
 

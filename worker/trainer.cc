@@ -208,7 +208,8 @@ void Worker::setup_comm() {
     size_t offset = 0;
     for (size_t i = 0; i < table.size(); ++i) {
       if (!table[i].trainable) continue;
-      const size_t count = static_cast<size_t>(shape_numel(table[i].tower_shape(t)));
+      // The tensor and its arena padding (zeros), so the buckets stay contiguous in memory.
+      const size_t count = static_cast<size_t>(AlexNet::arena_slot(shape_numel(table[i].tower_shape(t))));
       bucket_index_[t][i] = list.size();
       list.push_back({str_cat("tower", t, "/", table[i].name), base + offset, count});
       offset += count;

@@ -193,6 +193,42 @@ TEST(AlexNetState, RoundTripIsExact) {
   for (const auto& [name, t] : sa) ASSERT_EQ(0, std::memcmp(t.data<float>(), sb[name].data<float>(), t.nbytes()));
 }
 
+// Every trainable tensor starts 256 bytes into its arena's slots, whatever the class count (10 classes
+// give fc8 a 5-float bias per tower), and the arena padding stays zero through passes and steps, so
+// reducing it with its tensor changes nothing.
+TEST(AlexNetArena, TensorsStartAlignedAndPaddingStaysZero) {
+  for (int classes : {10, 14, 1000}) {
+    AlexNet net(small_model(NormKind::kBatchNorm, classes));
+    net.init_paper(3);
+    Tensor x = random_tensor({4, 3, 67, 67}, 9, -2, 2, DType::kF32);
+    PassOptions opt;
+    net.train_pass(x, labels_for(4, classes), opt);
+    net.sgd_step(0.01, 0.9, 0.0005);
+    net.train_pass(x, labels_for(4, classes), opt);
+    for (int t = 0; t < kTowers; ++t) {
+      const Tensor grads = net.grad_arena(t);
+      const float* g = grads.data<float>();
+      const float* first = nullptr;
+      int64_t off = 0;
+      for (size_t i = 0; i < net.table().size(); ++i) {
+        const ParamInfo& p = net.table()[i];
+        if (!p.trainable) continue;
+        const float* w = net.tower_tensor(t, i).data<float>();
+        if (!first) first = w;
+        EXPECT_EQ((w - first) * sizeof(float) % 256, 0u) << p.name << " of tower " << t << ", " << classes << " classes";
+        EXPECT_EQ(w - first, off) << p.name;
+        const int64_t n = shape_numel(p.tower_shape(t));
+        for (int64_t k = off + n; k < off + AlexNet::arena_slot(n); ++k) {
+          ASSERT_EQ(g[k], 0.0f) << "gradient padding after " << p.name << " of tower " << t;
+          ASSERT_EQ(first[k], 0.0f) << "parameter padding after " << p.name << " of tower " << t;
+        }
+        off += AlexNet::arena_slot(n);
+      }
+      EXPECT_EQ(off, grads.numel());
+    }
+  }
+}
+
 // A few steps on one fixed batch must lower the loss (every configuration of the graph).
 TEST(AlexNetTrain, LossFallsOnAFixedBatch) {
   for (NormKind norm : {NormKind::kLrn, NormKind::kLrn2d, NormKind::kBatchNorm, NormKind::kNone}) {
