@@ -193,9 +193,9 @@ TEST(AlexNetState, RoundTripIsExact) {
   for (const auto& [name, t] : sa) ASSERT_EQ(0, std::memcmp(t.data<float>(), sb[name].data<float>(), t.nbytes()));
 }
 
-// Every trainable tensor starts 256 bytes into its arena's slots, whatever the class count (10 classes
-// give fc8 a 5-float bias per tower), and the arena padding stays zero through passes and steps, so
-// reducing it with its tensor changes nothing.
+// Every trainable tensor starts on a 256-byte boundary of its arena, whatever the class count (10
+// classes give fc8 a 5-float bias per tower), and the arena padding stays zero through passes and
+// steps, so reducing it with its tensor changes nothing.
 TEST(AlexNetArena, TensorsStartAlignedAndPaddingStaysZero) {
   for (int classes : {10, 14, 1000}) {
     AlexNet net(small_model(NormKind::kBatchNorm, classes));
