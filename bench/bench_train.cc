@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdio>
 #include <functional>
+#include <string>
 #include <vector>
 
 #include "core/cli.h"
@@ -70,7 +71,7 @@ double sgemm_gflops() {
 int main(int argc, char** argv) {
   using namespace alexnet;
   try {
-    ArgParser args("bench_train", "[--batch 64] [--threads 2] [--iters 5] [--no-sgemm] [--no-crops] [--device cpu|cuda] [--gpus 1|2]");
+    ArgParser args("bench_train", "[--batch 64] [--threads 2] [--iters 5] [--no-sgemm] [--no-crops] [--device cpu|cuda] [--gpus 1|2] [--bf16-layout fastest|nchw|nhwc]");
     args.config_options();
     args.option("--batch", "images per step (default 64)");
     args.option("--threads", "CPU threads (default 2)");
@@ -79,6 +80,8 @@ int main(int argc, char** argv) {
     args.flag("--no-crops", "with --device cuda: skip the timing of the uint8-crops input path");
     args.option("--device", "cpu (default) or cuda: where the towers run (parallel.precision applies on cuda)");
     args.option("--gpus", "with --device cuda: 1 puts both towers on GPU 0, 2 one tower per GPU (default 1)");
+    args.option("--bf16-layout", "with parallel.precision bf16: the convolution operands' layout, fastest (default: "
+                                 "cuDNN's timing picks NCHW or NHWC per pass), nchw or nhwc");
     if (!args.parse(argc, argv)) return 0;
     Config cfg = args.load_config();
     const int64_t batch = args.get_int_or("--batch", 64);
@@ -99,6 +102,12 @@ int main(int argc, char** argv) {
 #if ALEXNET_WITH_CUDA
       set_cuda_precision(cfg.parallel.precision);
       set_cuda_deterministic(cfg.parallel.deterministic);
+      const std::string layout = args.get_or("--bf16-layout", "fastest");
+      ALEXNET_CHECK(layout == "fastest" || layout == "nchw" || layout == "nhwc", "--bf16-layout ", layout,
+                    ": expected fastest, nchw or nhwc");
+      set_cuda_bf16_conv_layout(layout == "nchw"   ? Bf16ConvLayout::kNchw
+                                : layout == "nhwc" ? Bf16ConvLayout::kNhwc
+                                                   : Bf16ConvLayout::kFastest);
 #endif
       std::printf("device: towers on %s and %s, precision %s, %s convolution algorithms\n", devices[0].str().c_str(),
                   devices[1].str().c_str(), enum_name(cfg.parallel.precision),
@@ -158,6 +167,14 @@ int main(int argc, char** argv) {
       const double crops_sec = time_steps([&](const PassOptions& opt) { net.train_pass(b, y, opt); });
       std::printf("ours_crops_step_s %.6f\nours_crops_img_per_s %.2f\n", crops_sec, batch / crops_sec);
     }
+#if ALEXNET_WITH_CUDA
+    if (cuda) {
+      // What each convolution runs: layout, algorithm and cuDNN's time per pass.
+      const ConvPlanReport report = cuda_conv_plan_report();
+      for (const std::string& line : report.plans) std::printf("conv_plan %s\n", line.c_str());
+      std::printf("bf16_nhwc_passes %d\nbf16_passes %d\n", report.bf16_nhwc_passes, report.bf16_passes);
+    }
+#endif
     if (!args.has("--no-sgemm") && !cuda) {
       const double peak = sgemm_gflops();
       std::printf("sgemm_gflops %.1f\nfraction_of_sgemm %.3f\n", peak, ips * gflop / peak);

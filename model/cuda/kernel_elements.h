@@ -1,6 +1,6 @@
 // What one GPU thread computes for one output element of our own kernels (LRN, max pooling, dropout, the
-// input step), as host-and-device functions: model/cuda/layers_cuda.cu runs them in its grid-stride
-// kernels, and tests/model/test_kernel_elements.cc runs the same functions on the host over every
+// input step, the NCHW <-> NHWC change of bf16 convolution operands), as host-and-device functions:
+// model/cuda/layers_cuda.cu and dense_cuda.cu run them in their grid-stride kernels, and tests/model/test_kernel_elements.cc runs the same functions on the host over every
 // element against the CPU backend, so their index arithmetic and formulas are checked in every build,
 // with or without a GPU. Plain C++ outside nvcc (ALEXNET_HD, core/rng.h).
 #pragma once
@@ -166,6 +166,14 @@ ALEXNET_HD void normalize_channel_mean(int64_t i, const uint8_t* crops, const fl
                                        float* out, int64_t C) {
   const int64_t c = (i / (C * C)) % 3, n = i / (3 * C * C);
   out[i] = static_cast<float>(crops[i]) + (light[3 * n + c] - mean[c]);
+}
+
+// A batched transpose [B][P][Q] -> [B][Q][P] (NCHW <-> NHWC with P, Q = C, H*W or H*W, C; a KCRS
+// filter to KRSC with P, Q = C, R*S): the input index that output element i = (b * Q + q) * P + p
+// reads. Consecutive threads write consecutive outputs; their reads stride by Q, served by the cache.
+ALEXNET_HD int64_t transposed_source(int64_t i, int64_t P, int64_t Q) {
+  const int64_t p = i % P, q = (i / P) % Q, b = i / (P * Q);
+  return (b * P + p) * Q + q;
 }
 
 }  // namespace alexnet::kernel

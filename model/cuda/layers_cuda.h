@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "core/config.h"
@@ -83,6 +84,22 @@ void set_cuda_precision(Precision precision);
 // whose results repeat bit for bit (any algorithm only where none does); false with the fastest of all.
 // Process-wide; set it before the first step.
 void set_cuda_deterministic(bool deterministic);
+// Where bf16 convolution operands are laid out for cuDNN. kFastest (the default): the first call of each
+// convolution direction runs cuDNN's search on operands in NCHW (KCRS filters) and in NHWC (KRSC) and
+// keeps the layout of the faster algorithm; our converting copy to bf16 writes either order in one
+// pass. kNchw, kNhwc: only that layout (tests, benchmarks). Float32 and TF32 operands stay NCHW.
+// Process-wide; set it before the first step.
+enum class Bf16ConvLayout { kFastest, kNchw, kNhwc };
+void set_cuda_bf16_conv_layout(Bf16ConvLayout layout);
+// What the convolution plans chose so far: one line per plan (shape, math, and per direction the
+// layout, algorithm and cuDNN's time, with the other layout's time where both were searched), and how
+// many bf16 passes (forward, backward) have an algorithm and how many of those run in NHWC.
+struct ConvPlanReport {
+  std::vector<std::string> plans;
+  int bf16_passes = 0;
+  int bf16_nhwc_passes = 0;
+};
+ConvPlanReport cuda_conv_plan_report();
 
 // As conv2d_*_cpu (cuDNN; algorithms found once per shape and choice, parallel.deterministic).
 void conv2d_forward_cuda(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y, const ConvParams& p,

@@ -1,4 +1,4 @@
-// The GPU precision (and the convolution algorithm choice) for one scope of a test (CUDA builds only):
+// The GPU precision (and the convolution algorithm and bf16 layout choices) for one scope of a test (CUDA builds only):
 // the default is put back when the scope ends, a failed assertion or an exception included, so no test
 // runs in a setting another one left behind.
 #pragma once
@@ -21,6 +21,14 @@ struct DeterministicScope {
   ~DeterministicScope() { set_cuda_deterministic(true); }
   DeterministicScope(const DeterministicScope&) = delete;
   DeterministicScope& operator=(const DeterministicScope&) = delete;
+};
+
+// The bf16 convolution layout for one scope; kFastest (the default) is put back when it ends.
+struct Bf16LayoutScope {
+  explicit Bf16LayoutScope(Bf16ConvLayout layout) { set_cuda_bf16_conv_layout(layout); }
+  ~Bf16LayoutScope() { set_cuda_bf16_conv_layout(Bf16ConvLayout::kFastest); }
+  Bf16LayoutScope(const Bf16LayoutScope&) = delete;
+  Bf16LayoutScope& operator=(const Bf16LayoutScope&) = delete;
 };
 
 }  // namespace alexnet::testing

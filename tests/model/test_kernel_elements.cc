@@ -1,8 +1,8 @@
 // The per-element functions of our CUDA kernels (model/cuda/kernel_elements.h), run on the host over
 // every element, against the CPU backend: max pooling (ties and NaNs), its gradient, dropout and the
 // input step bit for bit (what the GPU must match exactly), LRN across and within channels within
-// float rounding. Runs in every build, with or without a GPU; the GPU tests then check the kernels
-// themselves on a device.
+// float rounding, and the NCHW <-> NHWC index map of the bf16 convolution operands. Runs in every
+// build, with or without a GPU; the GPU tests then check the kernels themselves on a device.
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -154,6 +154,25 @@ TEST(KernelElements, LrnAcrossAndWithinChannelsMatchTheCpu) {
         EXPECT_LE(max_rel_diff(ky, y), 2e-6) << what;
         EXPECT_LE(max_rel_diff(kdx, dx), 1e-5) << what;
       }
+}
+
+// The layout change of the bf16 convolution operands (dense_cuda.cu): NCHW to NHWC puts x(n, c, h, w)
+// at ((n * H + h) * W + w) * C + c, and the way back (P and Q swapped) restores every element.
+TEST(KernelElements, TransposeIsNchwToNhwcAndBack) {
+  for (const Shape& s : {Shape{2, 3, 5, 7}, Shape{1, 1, 4, 4}, Shape{3, 16, 1, 1}, Shape{2, 48, 6, 5}}) {
+    const int64_t N = s[0], C = s[1], H = s[2], W = s[3], S = H * W, total = N * C * S;
+    std::vector<float> x(static_cast<size_t>(total)), nhwc(x.size(), -1.0f), back(x.size(), -1.0f);
+    for (int64_t i = 0; i < total; ++i) x[i] = static_cast<float>(i);
+    for (int64_t i = 0; i < total; ++i) nhwc[i] = x[kernel::transposed_source(i, C, S)];
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t c = 0; c < C; ++c)
+        for (int64_t h = 0; h < H; ++h)
+          for (int64_t w = 0; w < W; ++w)
+            ASSERT_EQ(nhwc[((n * H + h) * W + w) * C + c], x[((n * C + c) * H + h) * W + w])
+                << shape_str(s) << " at n " << n << " c " << c << " h " << h << " w " << w;
+    for (int64_t i = 0; i < total; ++i) back[i] = nhwc[kernel::transposed_source(i, S, C)];
+    EXPECT_EQ(back, x) << shape_str(s);
+  }
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <string>
 
 #include "core/config.h"
 #include "core/device.h"
@@ -346,6 +347,28 @@ TEST_F(CudaLayers, ConvolutionsAndFcInTf32AndBf16) {
     for (const ConvCase& c : kConvCases) check_conv(c, tol, enum_name(precision));
     check_fc(true, tol, enum_name(precision));
   }
+}
+
+// bf16 with the operands in each layout on its own (the default times both and keeps the faster): the
+// transposing conversions, the NHWC bias epilogue and the widening of NHWC gradients run here. With
+// channel counts that are multiples of 8, cuDNN must offer NHWC algorithms for both passes.
+TEST_F(CudaLayers, Bf16ConvolutionsInEachLayout) {
+  const testing::PrecisionScope scope(Precision::kBf16);
+  const ConvCase wide{{4, 16, 13, 13}, {32, 16, 3, 3}, {1, 1, 1}};
+  for (Bf16ConvLayout layout : {Bf16ConvLayout::kNchw, Bf16ConvLayout::kNhwc}) {
+    const testing::Bf16LayoutScope use(layout);
+    const std::string mode = layout == Bf16ConvLayout::kNhwc ? "bf16 NHWC" : "bf16 NCHW";
+    for (const ConvCase& c : kConvCases) check_conv(c, 3e-2, mode);
+    const ConvPlanReport before = cuda_conv_plan_report();
+    check_conv(wide, 3e-2, mode);
+    const ConvPlanReport after = cuda_conv_plan_report();
+    std::string plans;
+    for (const std::string& line : after.plans) plans += line + "\n";
+    EXPECT_EQ(after.bf16_passes - before.bf16_passes, 2) << mode << "\n" << plans;
+    EXPECT_EQ(after.bf16_nhwc_passes - before.bf16_nhwc_passes, layout == Bf16ConvLayout::kNhwc ? 2 : 0)
+        << mode << "\n" << plans;
+  }
+  for (const std::string& line : cuda_conv_plan_report().plans) std::printf("%s\n", line.c_str());
 }
 
 TEST_F(CudaLayers, BatchNormTrainingAndEval) {
