@@ -3,8 +3,9 @@
 // (cublasGemmEx with the precision's compute type), and batch norm as our own kernels with the CPU
 // backend's statistics (double accumulation, unbiased running variance). Algorithms are chosen once per
 // shape and math (cudnnFind..., deterministic ones first) and cached with their descriptors. Each
-// (device, stream) has its own handles, cuDNN workspace and bf16 arena, grown to the largest need in the
-// first steps and then reused: a step allocates nothing.
+// (device, stream) has its own handles, cuDNN workspace, bf16 arena and partial-sum arena (bias gradients
+// and batch-norm statistics, channel_sums), grown to the largest need in the first steps and then
+// reused: a step allocates nothing.
 //
 // bf16: convolution operands are rounded to bf16 into the arena and cuDNN accumulates in float32; the
 // FC products run on bf16 tensor cores from the float32 tensors (CUBLAS_COMPUTE_32F_FAST_16BF). Weights,
@@ -99,13 +100,13 @@ struct Arena {
   }
 };
 
-// Per (device, stream): library handles bound to the stream, the cuDNN workspace and the arena of the
-// bf16 copies of convolution operands. Two towers on one GPU use two streams, so they never share a
+// Per (device, stream): library handles bound to the stream, the cuDNN workspace, the arena of the
+// bf16 copies of convolution operands and that of the partial sums of channel_sums. Two towers on one GPU use two streams, so they never share a
 // workspace or a handle while both run.
 struct StreamContext {
   cudnnHandle_t cudnn = nullptr;
   cublasHandle_t cublas = nullptr;
-  Arena workspace, low;
+  Arena workspace, low, sums;
 };
 
 std::map<std::pair<int, CudaStream>, std::unique_ptr<StreamContext>> g_contexts;
@@ -347,56 +348,109 @@ __global__ void add_bias_nchw(float* y, const float* b, int64_t total, int64_t K
   }
 }
 
-// db[k] = sum over n, h, w of dy: one block per channel, a fixed reduction order.
-__global__ void bias_grad_nchw(const float* dy, float* db, int64_t N, int64_t K, int64_t plane) {
-  __shared__ double part[kThreads];
-  const int64_t k = blockIdx.x;
-  double s = 0;
-  for (int64_t i = threadIdx.x; i < N * plane; i += blockDim.x) {
-    const int64_t n = i / plane, e = i % plane;
-    s += dy[(n * K + k) * plane + e];
+// ---- per-channel sums: x viewed as [N, C, S], in double and in a fixed order ----
+//
+// Stage 1 splits each channel's N samples into G groups, one block per (channel, group): its threads
+// stride over the group's elements, and a shared-memory tree adds their sums. Stage 2 adds each
+// channel's G partial sums in order. The order depends on the shape alone, so every run gives the same
+// bits, and G blocks per channel keep the GPU busy where one block per channel would not (a tower's
+// conv1 bias gradient has 48 channels). [N, C] data (S = 1: FC layers, 1-D batch norm) is read across
+// rows instead, 32 channels to a block, so a warp reads 32 consecutive floats.
+constexpr int kSumGroups = 32;
+
+// The terms summed: each adds element e's (of channel c) contribution to M running sums.
+struct SumOf {
+  const float* x;
+  ALEXNET_HD void operator()(int64_t e, int64_t, double* acc) const { acc[0] += x[e]; }
+};
+
+// (x - mean)^2 with the channel's mean in double (batch norm's second pass: no E[x^2] - mean^2
+// cancellation when |mean| >> std).
+struct SquaredDeviation {
+  const float* x;
+  const double* mean;
+  ALEXNET_HD void operator()(int64_t e, int64_t c, double* acc) const {
+    const double d = x[e] - mean[c];
+    acc[0] += d * d;
   }
-  part[threadIdx.x] = s;
+};
+
+// dbeta = sum dy; dgamma = sum dy * xhat.
+struct BatchNormGradTerms {
+  const float *x, *dy, *mean, *invstd;
+  ALEXNET_HD void operator()(int64_t e, int64_t c, double* acc) const {
+    acc[0] += dy[e];
+    acc[1] += static_cast<double>(dy[e]) * (x[e] - mean[c]) * invstd[c];
+  }
+};
+
+template <class Out, int M>
+struct Outputs {
+  Out* p[M];
+};
+
+template <int M, class Term>
+__global__ void channel_partials(Term term, double* part, int64_t N, int64_t C, int64_t S, int G) {
+  __shared__ double tree[M][kThreads];
+  const int64_t c = blockIdx.x, g = blockIdx.y;
+  double acc[M] = {};
+  kernel::channel_thread_sums(term, threadIdx.x, blockDim.x, c, g, N, C, S, G, acc);
+  for (int m = 0; m < M; ++m) tree[m][threadIdx.x] = acc[m];
   __syncthreads();
   for (int step = blockDim.x / 2; step > 0; step /= 2) {
-    if (threadIdx.x < step) part[threadIdx.x] += part[threadIdx.x + step];
+    if (threadIdx.x < step)
+      for (int m = 0; m < M; ++m) tree[m][threadIdx.x] += tree[m][threadIdx.x + step];
     __syncthreads();
   }
-  if (threadIdx.x == 0) db[k] = static_cast<float>(part[0]);
+  if (threadIdx.x == 0)
+    for (int m = 0; m < M; ++m) part[(m * C + c) * G + g] = tree[m][0];
 }
 
-// ---- batch norm: one block per channel; sums in double ----
-
-// x viewed as [N, C, S] (S = H*W, or 1 for [N, C]). Two passes, as batchnorm_cpu.cc: the mean, then the
-// mean squared deviation from it (no E[x^2] - mean^2 cancellation when |mean| >> std).
-__global__ void bn_stats(const float* x, double* mean, double* var, int64_t N, int64_t C, int64_t S) {
-  __shared__ double part[kThreads];
-  const int64_t c = blockIdx.x, m = N * S;
-  auto block_sum = [&](double v) {
-    part[threadIdx.x] = v;
-    __syncthreads();
-    for (int step = blockDim.x / 2; step > 0; step /= 2) {
-      if (threadIdx.x < step) part[threadIdx.x] += part[threadIdx.x + step];
-      __syncthreads();
+// S = 1: a block is 32 channels (lanes) x 8 row lanes; row lane r adds rows n0 + r, n0 + r + 8, ...
+template <int M, class Term>
+__global__ void column_partials(Term term, double* part, int64_t N, int64_t C, int G) {
+  __shared__ double tree[M][8][33];
+  const int lane = threadIdx.x % 32, row = threadIdx.x / 32;
+  const int64_t c = blockIdx.x * int64_t{32} + lane, g = blockIdx.y;
+  double acc[M] = {};
+  kernel::column_thread_sums(term, lane, row, blockIdx.x, g, N, C, G, acc);
+  for (int m = 0; m < M; ++m) tree[m][row][lane] = acc[m];
+  __syncthreads();
+  if (row == 0 && c < C)
+    for (int m = 0; m < M; ++m) {
+      double s = 0;
+      for (int r = 0; r < 8; ++r) s += tree[m][r][lane];
+      part[(m * C + c) * G + g] = s;
     }
-    const double total = part[0];
-    __syncthreads();  // part is reused by the next sum
-    return total;
-  };
-  double a = 0;
-  for (int64_t i = threadIdx.x; i < m; i += blockDim.x) a += x[((i / S) * C + c) * S + i % S];
-  const double mu = block_sum(a) / static_cast<double>(m);
-  double b = 0;
-  for (int64_t i = threadIdx.x; i < m; i += blockDim.x) {
-    const double d = x[((i / S) * C + c) * S + i % S] - mu;
-    b += d * d;
-  }
-  const double v = block_sum(b) / static_cast<double>(m);
-  if (threadIdx.x == 0) {
-    mean[c] = mu;
-    var[c] = v;
+}
+
+template <int M, class Out>
+__global__ void channel_totals(const double* part, Outputs<Out, M> out, int64_t C, int G, double divisor) {
+  FOR_EACH(i, M * C) {
+    double s = 0;
+    for (int g = 0; g < G; ++g) s += part[i * G + g];
+    out.p[i / C][i % C] = static_cast<Out>(divisor == 1.0 ? s : s / divisor);
   }
 }
+
+// out.p[m][c] = (sum over n, s of term m at (n, c, s)) / divisor, on stream s; the partial sums live
+// in the stream's `sums` arena.
+template <int M, class Term, class Out>
+void channel_sums(StreamContext& ctx, CudaStream s, Term term, int64_t N, int64_t C, int64_t S, double divisor,
+                  Outputs<Out, M> out) {
+  ALEXNET_ASSERT(N >= 0 && C > 0 && S > 0 && N * S <= int64_t{UINT32_MAX}, "channel sums over [", N, ", ", C, ", ",
+                 S, "]: out of range");
+  const bool columns = S == 1;
+  const int G = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(kSumGroups, columns ? N / 8 : N)));
+  double* part = static_cast<double*>(ctx.sums.ensure(sizeof(double) * M * C * G, s));
+  if (columns)
+    column_partials<M><<<dim3(static_cast<unsigned>((C + 31) / 32), G), kThreads, 0, s>>>(term, part, N, C, G);
+  else
+    channel_partials<M><<<dim3(static_cast<unsigned>(C), G), kThreads, 0, s>>>(term, part, N, C, S, G);
+  channel_totals<M, Out><<<blocks_for(M * C), kThreads, 0, s>>>(part, out, C, G, divisor);
+}
+
+// ---- batch norm: sums in double (channel_sums) ----
 
 __global__ void bn_finish_stats(const double* mean, const double* var, float* saved_mean, float* saved_invstd,
                                 float* rm, float* rv, int64_t C, double count, double eps, double momentum) {
@@ -427,33 +481,6 @@ __global__ void bn_apply_running(const float* x, float* y, const float* rm, cons
   }
 }
 
-// dbeta = sum dy; dgamma = sum dy * xhat.
-__global__ void bn_grad_sums(const float* x, const float* dy, const float* mean, const float* invstd, float* dgamma,
-                             float* dbeta, int64_t N, int64_t C, int64_t S) {
-  __shared__ double s1[kThreads], s2[kThreads];
-  const int64_t c = blockIdx.x;
-  double a = 0, b = 0;
-  for (int64_t i = threadIdx.x; i < N * S; i += blockDim.x) {
-    const int64_t e = ((i / S) * C + c) * S + i % S;
-    a += dy[e];
-    b += static_cast<double>(dy[e]) * (x[e] - mean[c]) * invstd[c];
-  }
-  s1[threadIdx.x] = a;
-  s2[threadIdx.x] = b;
-  __syncthreads();
-  for (int step = blockDim.x / 2; step > 0; step /= 2) {
-    if (threadIdx.x < step) {
-      s1[threadIdx.x] += s1[threadIdx.x + step];
-      s2[threadIdx.x] += s2[threadIdx.x + step];
-    }
-    __syncthreads();
-  }
-  if (threadIdx.x == 0) {
-    dbeta[c] = static_cast<float>(s1[0]);
-    dgamma[c] = static_cast<float>(s2[0]);
-  }
-}
-
 // dx = gamma invstd / M (M dy - dbeta - xhat dgamma).
 __global__ void bn_grad_input(const float* x, const float* dy, const float* mean, const float* invstd,
                               const float* gamma, const float* dgamma, const float* dbeta, float* dx, int64_t total,
@@ -471,14 +498,6 @@ __global__ void add_bias_rows(float* y, const float* b, int64_t total, int64_t o
   FOR_EACH(i, total) {
     const float v = y[i] + b[i % out];
     y[i] = relu && v < 0.0f ? 0.0f : v;
-  }
-}
-
-__global__ void column_sums(const float* dy, float* db, int64_t N, int64_t out) {
-  FOR_EACH(o, out) {
-    double s = 0;
-    for (int64_t n = 0; n < N; ++n) s += dy[n * out + o];
-    db[o] = static_cast<float>(s);
   }
 }
 
@@ -753,6 +772,7 @@ void cuda_release_stream_resources(int device, CudaStream stream) {
   if (ctx->cublas) cublasDestroy(ctx->cublas);
   if (ctx->workspace.data) cudaFree(ctx->workspace.data);
   if (ctx->low.data) cudaFree(ctx->low.data);
+  if (ctx->sums.data) cudaFree(ctx->sums.data);
 }
 
 void set_cuda_precision(Precision p) {
@@ -838,8 +858,8 @@ void conv2d_backward_cuda(const Tensor& x, const Tensor& w, const Tensor& dy, Te
     if (!conv_backward_bf16(*plan, ctx, x, w, dy, dx, dw, s)) plan = &plan_for(x, w, p);
   }
   if (plan->math != ConvMath::kBf16) conv_backward_float(*plan, ctx, x, w, dy, dx, dw, s);
-  bias_grad_nchw<<<static_cast<unsigned>(dy.dim(1)), kThreads, 0, s>>>(dy.data<float>(), db.data<float>(), dy.dim(0),
-                                                                        dy.dim(1), dy.dim(2) * dy.dim(3));
+  channel_sums<1>(ctx, s, SumOf{dy.data<float>()}, dy.dim(0), dy.dim(1), dy.dim(2) * dy.dim(3), 1.0,
+                  Outputs<float, 1>{{db.data<float>()}});
   launched("conv2d_backward");
 }
 
@@ -865,14 +885,15 @@ void linear_backward_cuda(const Tensor& x, const Tensor& w, const Tensor& dy, Te
   ALEXNET_ASSERT(w.dim(1) == In && dy.dim(0) == N && dy.dim(1) == Out && dw.shape() == w.shape() && db.numel() == Out,
                  "linear_backward: x ", x.describe(), " w ", w.describe(), " dy ", dy.describe());
   ALEXNET_CUDA_CHECK(cudaSetDevice(x.device().index));
-  cublasHandle_t h = context(x.device().index, s).cublas;
+  StreamContext& ctx = context(x.device().index, s);
+  cublasHandle_t h = ctx.cublas;
   if (dx) {  // dx^T = w^T dy^T
     check_f32(*dx, "linear_backward", "dx");
     gemm(h, CUBLAS_OP_N, CUBLAS_OP_N, In, N, Out, w.data<float>(), In, dy.data<float>(), Out, dx->data<float>(), In);
   }
   // dw^T = x^T dy  (column-major In x Out)
   gemm(h, CUBLAS_OP_N, CUBLAS_OP_T, In, Out, N, x.data<float>(), In, dy.data<float>(), Out, dw.data<float>(), In);
-  column_sums<<<blocks_for(Out), kThreads, 0, s>>>(dy.data<float>(), db.data<float>(), N, Out);
+  channel_sums<1>(ctx, s, SumOf{dy.data<float>()}, N, Out, 1, 1.0, Outputs<float, 1>{{db.data<float>()}});
   launched("linear_backward");
 }
 
@@ -905,7 +926,11 @@ void batchnorm_forward_cuda(const Tensor& x, const Tensor& gamma, const Tensor& 
                  "batchnorm_forward: stats_workspace ", stats_workspace.describe(), ", expected float64 [2 C]");
   double* mean = stats_workspace.data<double>();
   double* var = mean + C;
-  bn_stats<<<static_cast<unsigned>(C), kThreads, 0, s>>>(x.data<float>(), mean, var, N, C, S);
+  // Two passes, as batchnorm_cpu.cc: the mean, then the mean squared deviation from it.
+  StreamContext& ctx = context(x.device().index, s);
+  const double m = static_cast<double>(N * S);
+  channel_sums<1>(ctx, s, SumOf{x.data<float>()}, N, C, S, m, Outputs<double, 1>{{mean}});
+  channel_sums<1>(ctx, s, SquaredDeviation{x.data<float>(), mean}, N, C, S, m, Outputs<double, 1>{{var}});
   bn_finish_stats<<<blocks_for(C), kThreads, 0, s>>>(mean, var, saved_mean.data<float>(), saved_invstd.data<float>(),
                                                      running_mean.data<float>(), running_var.data<float>(), C,
                                                      static_cast<double>(N * S), p.eps, p.momentum);
@@ -930,9 +955,10 @@ void batchnorm_backward_cuda(const Tensor& x, const Tensor& gamma, const Tensor&
                    t->describe(), " for x ", x.describe());
   }
   ALEXNET_CUDA_CHECK(cudaSetDevice(x.device().index));
-  bn_grad_sums<<<static_cast<unsigned>(C), kThreads, 0, s>>>(x.data<float>(), dy.data<float>(), saved_mean.data<float>(),
-                                                             saved_invstd.data<float>(), dgamma.data<float>(),
-                                                             dbeta.data<float>(), N, C, S);
+  channel_sums<2>(context(x.device().index, s), s,
+                  BatchNormGradTerms{x.data<float>(), dy.data<float>(), saved_mean.data<float>(),
+                                     saved_invstd.data<float>()},
+                  N, C, S, 1.0, Outputs<float, 2>{{dbeta.data<float>(), dgamma.data<float>()}});
   bn_grad_input<<<blocks_for(x.numel()), kThreads, 0, s>>>(x.data<float>(), dy.data<float>(), saved_mean.data<float>(),
                                                            saved_invstd.data<float>(), gamma.data<float>(),
                                                            dgamma.data<float>(), dbeta.data<float>(), dx.data<float>(),

@@ -1,5 +1,6 @@
 // What one GPU thread computes for one output element of our own kernels (LRN, max pooling, dropout, the
-// input step, the NCHW <-> NHWC change of bf16 convolution operands), as host-and-device functions:
+// input step, the NCHW <-> NHWC change of bf16 convolution operands, the per-thread part of the channel
+// sums), as host-and-device functions:
 // model/cuda/layers_cuda.cu and dense_cuda.cu run them in their grid-stride kernels, and tests/model/test_kernel_elements.cc runs the same functions on the host over every
 // element against the CPU backend, so their index arithmetic and formulas are checked in every build,
 // with or without a GPU. Plain C++ outside nvcc (ALEXNET_HD, core/rng.h).
@@ -174,6 +175,27 @@ ALEXNET_HD void normalize_channel_mean(int64_t i, const uint8_t* crops, const fl
 ALEXNET_HD int64_t transposed_source(int64_t i, int64_t P, int64_t Q) {
   const int64_t p = i % P, q = (i / P) % Q, b = i / (P * Q);
   return (b * P + p) * Q + q;
+}
+
+// channel_sums (dense_cuda.cu), stage 1 over [N, C, S] data: the running sums of thread t (of
+// `threads`) in the block of channel c and sample group g (of G; samples [g N / G, (g + 1) N / G)),
+// which strides over the group's elements; term(e, c, acc) adds element e's M terms.
+template <class Term>
+ALEXNET_HD void channel_thread_sums(const Term& term, uint32_t t, uint32_t threads, int64_t c, int64_t g, int64_t N,
+                                    int64_t C, int64_t S, int64_t G, double* acc) {
+  const int64_t n0 = g * N / G, n1 = (g + 1) * N / G;
+  const uint32_t count = static_cast<uint32_t>((n1 - n0) * S), s32 = static_cast<uint32_t>(S);
+  for (uint32_t i = t; i < count; i += threads) term(((n0 + i / s32) * C + c) * S + i % s32, c, acc);
+}
+
+// The same for [N, C] data (S = 1), read across rows: block b covers channels 32 b + lane; row lane r
+// (of 8) adds rows n0 + r, n0 + r + 8, ... of group g.
+template <class Term>
+ALEXNET_HD void column_thread_sums(const Term& term, int lane, int row, int64_t b, int64_t g, int64_t N, int64_t C,
+                                   int64_t G, double* acc) {
+  const int64_t c = b * 32 + lane, n0 = g * N / G, n1 = (g + 1) * N / G;
+  if (c < C)
+    for (int64_t n = n0 + row; n < n1; n += 8) term(n * C + c, c, acc);
 }
 
 }  // namespace alexnet::kernel

@@ -1,10 +1,13 @@
 // The per-element functions of our CUDA kernels (model/cuda/kernel_elements.h), run on the host over
 // every element, against the CPU backend: max pooling (ties and NaNs), its gradient, dropout and the
 // input step bit for bit (what the GPU must match exactly), LRN across and within channels within
-// float rounding, and the NCHW <-> NHWC index map of the bf16 convolution operands. Runs in every
-// build, with or without a GPU; the GPU tests then check the kernels themselves on a device.
+// float rounding, the NCHW <-> NHWC index map of the bf16 convolution operands, and the coverage of the
+// channel sums. Runs in every build, with or without a GPU; the GPU tests then check the kernels
+// themselves on a device.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstddef>
 #include <cstring>
 #include <limits>
 #include <string>
@@ -172,6 +175,61 @@ TEST(KernelElements, TransposeIsNchwToNhwcAndBack) {
                 << shape_str(s) << " at n " << n << " c " << c << " h " << h << " w " << w;
     for (int64_t i = 0; i < total; ++i) back[i] = nhwc[kernel::transposed_source(i, S, C)];
     EXPECT_EQ(back, x) << shape_str(s);
+  }
+}
+
+// The per-thread loops of channel_sums (bias gradients, batch-norm statistics and their gradients):
+// over the whole grid, every element of a channel is visited exactly once, by a block of that channel,
+// for any number of sample groups and threads, on [N, C, S] data and across rows on [N, C].
+TEST(KernelElements, ChannelSumsVisitEveryElementOnce) {
+  struct Visit {
+    std::vector<int>* seen;
+    int64_t C, S;
+    int* foreign;
+    void operator()(int64_t e, int64_t c, double* acc) const {
+      ++(*seen)[static_cast<size_t>(e)];
+      if ((e / S) % C != c) ++*foreign;
+      acc[0] += 1.0;
+    }
+  };
+  const Shape shapes[] = {{5, 3, 7}, {128, 4, 9}, {3, 2, 1}, {17, 40, 1}, {1, 5, 4}, {40, 3, 50}, {128, 70, 1}};
+  for (const Shape& s : shapes) {
+    const int64_t N = s[0], C = s[1], S = s[2];
+    for (int64_t G : {int64_t{1}, int64_t{2}, int64_t{7}, int64_t{32}}) {
+      if (G > N) continue;
+      for (uint32_t threads : {256u, 3u}) {
+        std::vector<int> seen(static_cast<size_t>(N * C * S), 0);
+        int foreign = 0;
+        const Visit visit{&seen, C, S, &foreign};
+        for (int64_t c = 0; c < C; ++c) {
+          double total = 0;
+          for (int64_t g = 0; g < G; ++g)
+            for (uint32_t t = 0; t < threads; ++t) {
+              double acc[1] = {0};
+              kernel::channel_thread_sums(visit, t, threads, c, g, N, C, S, G, acc);
+              total += acc[0];
+            }
+          EXPECT_EQ(total, static_cast<double>(N * S)) << shape_str(s) << " G " << G << " channel " << c;
+        }
+        EXPECT_EQ(foreign, 0) << shape_str(s) << " G " << G;
+        EXPECT_EQ(std::count(seen.begin(), seen.end(), 1), static_cast<std::ptrdiff_t>(seen.size()))
+            << shape_str(s) << " G " << G << " threads " << threads;
+      }
+      if (S != 1) continue;
+      std::vector<int> seen(static_cast<size_t>(N * C), 0);
+      int foreign = 0;
+      const Visit visit{&seen, C, 1, &foreign};
+      for (int64_t b = 0; b < (C + 31) / 32; ++b)
+        for (int64_t g = 0; g < G; ++g)
+          for (int row = 0; row < 8; ++row)
+            for (int lane = 0; lane < 32; ++lane) {
+              double acc[1] = {0};
+              kernel::column_thread_sums(visit, lane, row, b, g, N, C, G, acc);
+            }
+      EXPECT_EQ(foreign, 0) << shape_str(s) << " G " << G << " (rows)";
+      EXPECT_EQ(std::count(seen.begin(), seen.end(), 1), static_cast<std::ptrdiff_t>(seen.size()))
+          << shape_str(s) << " G " << G << " (rows)";
+    }
   }
 }
 
