@@ -171,7 +171,7 @@ int main(int argc, char** argv) {
     if (cuda) {
       // What each convolution runs: layout, algorithm and cuDNN's time per pass.
       const ConvPlanReport report = cuda_conv_plan_report();
-      for (const std::string& line : report.plans) std::printf("conv_plan %s\n", line.c_str());
+      for (const ConvPlanInfo& plan : report.plans) std::printf("conv_plan %s\n", plan.text.c_str());
       std::printf("bf16_nhwc_passes %d\nbf16_passes %d\n", report.bf16_nhwc_passes, report.bf16_passes);
     }
 #endif

@@ -105,27 +105,35 @@ __global__ void dropout_bwd(const float* dy, const uint8_t* mask, float* dx, int
   ALEXNET_FOR_EACH(i, n) dx[i] = mask[i] ? dy[i] * scale : 0.0f;
 }
 
-// ---- softmax cross-entropy: one thread per row (the row sum in double, as on the CPU) ----
+// ---- softmax cross-entropy: one warp per row (the row sum in double, as on the CPU) ----
 
+// The lanes stride over the row; the maximum and the sum combine across the warp by a butterfly, which
+// leaves the same bits in every lane (a + b == b + a exactly) and the same order every run.
 __global__ void softmax_fwd(const float* z, const int64_t* labels, float* probs, double* row_loss, int64_t N,
                             int64_t K) {
-  ALEXNET_FOR_EACH(r, N) {
+  const unsigned lane = threadIdx.x % 32;
+  const int64_t warps = static_cast<int64_t>(gridDim.x) * blockDim.x / 32;
+  for (int64_t r = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / 32; r < N; r += warps) {
     const float* zr = z + r * K;
     float* pr = probs + r * K;
-    float mx = zr[0];
-    for (int64_t j = 1; j < K; ++j) mx = fmaxf(mx, zr[j]);
+    float mx = -INFINITY;
+    for (int64_t j = lane; j < K; j += 32) mx = fmaxf(mx, zr[j]);
+    for (int o = 16; o > 0; o /= 2) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
     double sum = 0;
-    for (int64_t j = 0; j < K; ++j) {
+    for (int64_t j = lane; j < K; j += 32) {
       const double e = exp(static_cast<double>(zr[j]) - mx);
       pr[j] = static_cast<float>(e);
       sum += e;
     }
+    for (int o = 16; o > 0; o /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, o);
     const double inv = 1.0 / sum;
-    for (int64_t j = 0; j < K; ++j) pr[j] = static_cast<float>(pr[j] * inv);
-    const int64_t label = labels[r];
-    // A row's loss is >= 0 (log sum >= z_label - max): -1 marks a label outside [0, K), so a NaN (from
-    // NaN or infinite logits) passes through to the mean loss, as on the CPU.
-    row_loss[r] = (label < 0 || label >= K) ? -1.0 : log(sum) - (static_cast<double>(zr[label]) - mx);
+    for (int64_t j = lane; j < K; j += 32) pr[j] = static_cast<float>(pr[j] * inv);
+    if (lane == 0) {
+      const int64_t label = labels[r];
+      // A row's loss is >= 0 (log sum >= z_label - max): -1 marks a label outside [0, K), so a NaN (from
+      // NaN or infinite logits) passes through to the mean loss, as on the CPU.
+      row_loss[r] = (label < 0 || label >= K) ? -1.0 : log(sum) - (static_cast<double>(zr[label]) - mx);
+    }
   }
 }
 
@@ -378,8 +386,8 @@ void softmax_xent_rows_cuda(const Tensor& logits, const Tensor& labels, Tensor& 
   ALEXNET_ASSERT(row_loss.dtype() == DType::kF64 && row_loss.numel() >= N && row_loss.device() == logits.device(),
                  "softmax_xent_forward: row_loss ", row_loss.describe());
   set_device(logits);
-  softmax_fwd<<<blocks_for(N), kThreads, 0, s>>>(logits.data<float>(), labels.data<int64_t>(), probs.data<float>(),
-                                                 row_loss.data<double>(), N, K);
+  softmax_fwd<<<blocks_for(N * 32), kThreads, 0, s>>>(logits.data<float>(), labels.data<int64_t>(),
+                                                      probs.data<float>(), row_loss.data<double>(), N, K);
   launched("softmax_xent_forward");
 }
 

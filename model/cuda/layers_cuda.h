@@ -91,11 +91,22 @@ void set_cuda_deterministic(bool deterministic);
 // Process-wide; set it before the first step.
 enum class Bf16ConvLayout { kFastest, kNchw, kNhwc };
 void set_cuda_bf16_conv_layout(Bf16ConvLayout layout);
-// What the convolution plans chose so far: one line per plan (shape, math, and per direction the
-// layout, algorithm and cuDNN's time, with the other layout's time where both were searched), and how
-// many bf16 passes (forward, backward) have an algorithm and how many of those run in NHWC.
+// What the convolution plans chose so far, one entry per plan in the order they were made: the shapes,
+// the math, the bf16 layouts it could search, whether bf16 fell back to TF32, how many of its passes
+// (forward, backward) have an algorithm and how many of those run in NHWC, and a line saying per pass
+// the layout, the algorithm and cuDNN's time (bf16: and the time with our conversions in the layout
+// taken and in the other one). The totals count the bf16 plans that did not fall back.
+struct ConvPlanInfo {
+  std::string text;
+  Shape x, w;
+  Precision precision = Precision::kFloat32;
+  Bf16ConvLayout layouts = Bf16ConvLayout::kFastest;
+  bool unsupported = false;
+  int passes = 0;
+  int nhwc_passes = 0;
+};
 struct ConvPlanReport {
-  std::vector<std::string> plans;
+  std::vector<ConvPlanInfo> plans;
   int bf16_passes = 0;
   int bf16_nhwc_passes = 0;
 };

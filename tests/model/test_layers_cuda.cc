@@ -351,24 +351,29 @@ TEST_F(CudaLayers, ConvolutionsAndFcInTf32AndBf16) {
 
 // bf16 with the operands in each layout on its own (the default times both and keeps the faster): the
 // transposing conversions, the NHWC bias epilogue and the widening of NHWC gradients run here. With
-// channel counts that are multiples of 8, cuDNN must offer NHWC algorithms for both passes.
+// channel counts per group that are multiples of 8 (ungrouped, and grouped as conv2, conv4 and conv5
+// are), cuDNN must offer algorithms in the forced layout for both passes, and the plans must say so.
 TEST_F(CudaLayers, Bf16ConvolutionsInEachLayout) {
   const testing::PrecisionScope scope(Precision::kBf16);
-  const ConvCase wide{{4, 16, 13, 13}, {32, 16, 3, 3}, {1, 1, 1}};
+  const ConvCase wide[] = {{{4, 16, 13, 13}, {32, 16, 3, 3}, {1, 1, 1}}, {{2, 32, 13, 13}, {32, 16, 5, 5}, {1, 2, 2}}};
   for (Bf16ConvLayout layout : {Bf16ConvLayout::kNchw, Bf16ConvLayout::kNhwc}) {
     const testing::Bf16LayoutScope use(layout);
-    const std::string mode = layout == Bf16ConvLayout::kNhwc ? "bf16 NHWC" : "bf16 NCHW";
+    const bool nhwc = layout == Bf16ConvLayout::kNhwc;
+    const std::string mode = nhwc ? "bf16 NHWC" : "bf16 NCHW";
     for (const ConvCase& c : kConvCases) check_conv(c, 3e-2, mode);
-    const ConvPlanReport before = cuda_conv_plan_report();
-    check_conv(wide, 3e-2, mode);
-    const ConvPlanReport after = cuda_conv_plan_report();
-    std::string plans;
-    for (const std::string& line : after.plans) plans += line + "\n";
-    EXPECT_EQ(after.bf16_passes - before.bf16_passes, 2) << mode << "\n" << plans;
-    EXPECT_EQ(after.bf16_nhwc_passes - before.bf16_nhwc_passes, layout == Bf16ConvLayout::kNhwc ? 2 : 0)
-        << mode << "\n" << plans;
+    for (const ConvCase& c : wide) {
+      check_conv(c, 3e-2, mode);
+      const ConvPlanReport report = cuda_conv_plan_report();
+      const ConvPlanInfo* plan = nullptr;
+      for (const ConvPlanInfo& p : report.plans)
+        if (p.x == c.x && p.w == c.w && p.precision == Precision::kBf16 && p.layouts == layout) plan = &p;
+      ASSERT_NE(plan, nullptr) << mode << ": no bf16 plan for " << shape_str(c.x) << " * " << shape_str(c.w);
+      EXPECT_FALSE(plan->unsupported) << plan->text;
+      EXPECT_EQ(plan->passes, 2) << plan->text;
+      EXPECT_EQ(plan->nhwc_passes, nhwc ? 2 : 0) << plan->text;
+      std::printf("%s\n", plan->text.c_str());
+    }
   }
-  for (const std::string& line : cuda_conv_plan_report().plans) std::printf("%s\n", line.c_str());
 }
 
 TEST_F(CudaLayers, BatchNormTrainingAndEval) {
