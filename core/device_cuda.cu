@@ -37,6 +37,12 @@ void register_cuda_allocator() {
     ALEXNET_CUDA_CHECK(cudaSetDevice(index));
     ALEXNET_CUDA_CHECK(cudaMemset(dst, 0, bytes));
   };
+  // Portable: page-locked for every device's context, as a worker's towers may sit on two GPUs.
+  a.allocate_page_locked = [](size_t bytes) {
+    void* p = nullptr;
+    ALEXNET_CUDA_CHECK(cudaHostAlloc(&p, bytes == 0 ? 64 : bytes, cudaHostAllocPortable));
+    return std::make_shared<Storage>(p, bytes, Device::cpu(), [](void* q) { cudaFreeHost(q); });
+  };
   register_device_allocator(Device::Kind::kCUDA, a);
 }
 

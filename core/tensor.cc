@@ -3,6 +3,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <mutex>
 
@@ -29,18 +30,33 @@ const DeviceAllocator& allocator_for(Device device) {
   return it->second;
 }
 
+std::shared_ptr<Storage> allocate_aligned(size_t bytes) {
+  size_t rounded = (bytes + kAlignment - 1) / kAlignment * kAlignment;
+  if (rounded == 0) rounded = kAlignment;
+  void* p = std::aligned_alloc(kAlignment, rounded);
+  ALEXNET_CHECK(p != nullptr, "out of host memory allocating ", bytes, " bytes");
+  return std::make_shared<Storage>(p, bytes, Device::cpu(), [](void* q) { std::free(q); });
+}
+
 std::shared_ptr<Storage> allocate(size_t bytes, Device device) {
-  if (device.is_cpu()) {
-    size_t rounded = (bytes + kAlignment - 1) / kAlignment * kAlignment;
-    if (rounded == 0) rounded = kAlignment;
-    void* p = std::aligned_alloc(kAlignment, rounded);
-    ALEXNET_CHECK(p != nullptr, "out of host memory allocating ", bytes, " bytes");
-    return std::make_shared<Storage>(p, bytes, device, [](void* q) { std::free(q); });
-  }
+  if (device.is_cpu()) return allocate_aligned(bytes);
   return allocator_for(device).allocate(bytes, device.index);
 }
 
 }  // namespace
+
+std::shared_ptr<Storage> allocate_host(size_t bytes, bool page_locked) {
+  if (page_locked) {
+    std::function<std::shared_ptr<Storage>(size_t)> locked;
+    {
+      std::lock_guard<std::mutex> lock(allocators_mutex());
+      for (const auto& [kind, a] : allocators())
+        if (a.allocate_page_locked) locked = a.allocate_page_locked;
+    }
+    if (locked) return locked(bytes);
+  }
+  return allocate_aligned(bytes);
+}
 
 size_t dtype_size(DType dtype) {
   switch (dtype) {
@@ -102,6 +118,21 @@ Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
   t.dtype_ = dtype;
   t.device_ = device;
   t.storage_ = allocate(t.nbytes(), device);
+  return t;
+}
+
+Tensor Tensor::over(std::shared_ptr<Storage> storage, size_t offset_bytes, const Shape& shape, DType dtype) {
+  ALEXNET_CHECK(storage != nullptr, "Tensor::over: no storage");
+  Tensor t;
+  t.shape_ = shape;
+  t.numel_ = shape_numel(shape);
+  t.dtype_ = dtype;
+  t.device_ = storage->device();
+  ALEXNET_CHECK(offset_bytes <= storage->bytes() && t.nbytes() <= storage->bytes() - offset_bytes,
+                "Tensor::over: ", dtype_name(dtype), " ", shape_str(shape), " at byte ", offset_bytes,
+                " does not fit a storage of ", storage->bytes(), " bytes");
+  t.storage_ = std::move(storage);
+  t.offset_bytes_ = offset_bytes;
   return t;
 }
 

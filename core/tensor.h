@@ -69,8 +69,14 @@ struct DeviceAllocator {
   // Copies bytes between any two devices of which at least one is this backend's.
   std::function<void(void* dst, Device dst_dev, const void* src, Device src_dev, size_t bytes)> copy;
   std::function<void(void* dst, int index, size_t bytes)> zero;
+  // Page-locked host memory, which the device reads and writes by DMA (optional).
+  std::function<std::shared_ptr<Storage>(size_t bytes)> allocate_page_locked;
 };
 void register_device_allocator(Device::Kind kind, DeviceAllocator allocator);
+
+// Host memory of `bytes` (a CPU storage): page-locked where asked and a registered backend offers it (the
+// CUDA one: cudaHostAlloc, for copies that need no staging), else ordinary aligned memory.
+std::shared_ptr<Storage> allocate_host(size_t bytes, bool page_locked);
 
 class Tensor {
  public:
@@ -102,6 +108,9 @@ class Tensor {
     check_access(DTypeOf<T>::value);
     return static_cast<T*>(raw_data());
   }
+
+  // A tensor over bytes [offset_bytes, offset_bytes + its size) of an existing storage (sharing it).
+  static Tensor over(std::shared_ptr<Storage> storage, size_t offset_bytes, const Shape& shape, DType dtype);
 
   // Same storage, new shape with the same element count.
   Tensor view(const Shape& shape) const;

@@ -31,7 +31,8 @@ void poll_until(F done, double timeout_s, const std::string& service, const char
 
 }  // namespace
 
-DataClient::DataClient(const JobLayout& layout, const Config& config) : layout_(layout) {
+DataClient::DataClient(const JobLayout& layout, const Config& config)
+    : layout_(layout), buffers_(std::make_shared<BufferPool>()) {
   ALEXNET_ASSERT(layout.role() == JobRole::kWorker, "DataClient on a data-service rank");
   service_ = layout.service_rank();
   service_name_ = layout.name_of(service_);
@@ -93,8 +94,8 @@ void DataClient::post(RequestKind kind, int64_t a, int64_t b) {
   m.a = a;
   m.b = b;
   const int count = kind == RequestKind::kTrain ? info_.batch : info_.eval_batch * info_.views;
-  m.bytes.resize(wire::batch_message_bytes(count, info_.crop));
-  check_mpi(MPI_Irecv(m.bytes.data(), static_cast<int>(m.bytes.size()), MPI_BYTE, service_, wire::kTagBatch,
+  m.buffer = buffers_->get(wire::batch_message_bytes(count, info_.crop), page_locked_);
+  check_mpi(MPI_Irecv(m.data(), static_cast<int>(m.buffer->bytes()), MPI_BYTE, service_, wire::kTagBatch,
                       layout_.data_comm(), &m.req),
             "MPI_Irecv of a batch");
   wire::Request r;
@@ -116,7 +117,7 @@ void DataClient::wait(Message& m, const char* what) {
       timeout_s_, service_name_, what);
   int bytes = 0;
   check_mpi(MPI_Get_count(&st, MPI_BYTE, &bytes), "MPI_Get_count");
-  wire::check_batch_message(m.bytes.data(), static_cast<size_t>(bytes), m.kind, m.a, m.b, service_name_);
+  wire::check_batch_message(m.data(), static_cast<size_t>(bytes), m.kind, m.a, m.b, service_name_);
 }
 
 DataClient::Message DataClient::take(RequestKind kind, int64_t a, int64_t b) {
@@ -139,6 +140,12 @@ DataClient::Message DataClient::take(RequestKind kind, int64_t a, int64_t b) {
   pending_.reset();
   wait(m, kind == RequestKind::kTrain ? "a training batch" : "an evaluation batch");
   return m;
+}
+
+Tensor DataClient::crops_of(const Message& m, int count) const {
+  const int crop = info_.crop;
+  const size_t offset = static_cast<size_t>(wire::batch_pixels(m.data(), count, crop, 0) - m.data());
+  return Tensor::over(m.buffer, offset, {count, 3, crop, crop}, DType::kU8);
 }
 
 Tensor DataClient::normalise(const uint8_t* msg, int count, const std::vector<SampleAugment>& augment) const {
@@ -175,12 +182,12 @@ TrainBatch DataClient::next_train_batch(int64_t epoch, int64_t step) {
     else
       post(RequestKind::kTrain, epoch + 1, 0);
   }
-  const int n = wire::batch_header(m.bytes.data())->count;
+  const int n = wire::batch_header(m.data())->count;
   ALEXNET_CHECK(n == info_.batch, service_name_, " sent ", n, " training images, expected ", info_.batch);
   TrainBatch out;
   out.epoch = epoch;
   out.step = step;
-  const wire::SampleRecord* rec = wire::batch_records(m.bytes.data());
+  const wire::SampleRecord* rec = wire::batch_records(m.data());
   out.labels = Tensor::empty({n}, DType::kI64);
   int64_t* labels = out.labels.data<int64_t>();
   out.samples.resize(n);
@@ -190,10 +197,8 @@ TrainBatch DataClient::next_train_batch(int64_t epoch, int64_t step) {
     labels[i] = rec[i].label;
     out.augment[i] = wire::record_augment(rec[i]);
   }
-  if (host_normalise_) out.images = normalise(m.bytes.data(), n, out.augment);
-  const int crop = info_.crop;
-  out.crops = Tensor::empty({n, 3, crop, crop}, DType::kU8);
-  std::memcpy(out.crops.raw_data(), wire::batch_pixels(m.bytes.data(), n, crop, 0), out.crops.nbytes());
+  if (host_normalise_) out.images = normalise(m.data(), n, out.augment);
+  out.crops = crops_of(m, n);
   return out;
 }
 
@@ -202,7 +207,7 @@ EvalData DataClient::eval_batch(int64_t index) {
                 info_.eval_batches, " batches");
   Message m = take(RequestKind::kEval, index, 0);
   if (!pending_ && index + 1 < info_.eval_batches) post(RequestKind::kEval, index + 1, 0);
-  const int count = wire::batch_header(m.bytes.data())->count;
+  const int count = wire::batch_header(m.data())->count;
   const int views = info_.views;
   ALEXNET_CHECK(count == info_.eval_batch * views, service_name_, " sent ", count, " evaluation crops, expected ",
                 info_.eval_batch * views);
@@ -210,7 +215,7 @@ EvalData DataClient::eval_batch(int64_t index) {
   EvalData out;
   out.index = index;
   out.views = views;
-  const wire::SampleRecord* rec = wire::batch_records(m.bytes.data());
+  const wire::SampleRecord* rec = wire::batch_records(m.data());
   out.labels = Tensor::empty({n}, DType::kI64);
   int64_t* labels = out.labels.data<int64_t>();
   out.samples.resize(n);
@@ -222,10 +227,8 @@ EvalData DataClient::eval_batch(int64_t index) {
     labels[j] = rec[j * views].label;
     out.mask[j] = rec[j * views].mask;
   }
-  if (host_normalise_) out.images = normalise(m.bytes.data(), count, out.augment);
-  const int crop = info_.crop;
-  out.crops = Tensor::empty({count, 3, crop, crop}, DType::kU8);
-  std::memcpy(out.crops.raw_data(), wire::batch_pixels(m.bytes.data(), count, crop, 0), out.crops.nbytes());
+  if (host_normalise_) out.images = normalise(m.data(), count, out.augment);
+  out.crops = crops_of(m, count);
   return out;
 }
 

@@ -6,12 +6,14 @@
 #include <mpi.h>
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <vector>
 
 #include "core/config.h"
 #include "core/tensor.h"
 #include "data_service/augment.h"
+#include "data_service/buffer_pool.h"
 #include "data_service/job_layout.h"
 #include "data_service/wire.h"
 
@@ -37,7 +39,7 @@ struct TrainBatch {
   Tensor labels;                       // [N] int64
   std::vector<int64_t> samples;        // [N] global training-set indices
   std::vector<SampleAugment> augment;  // [N]
-  Tensor crops;                        // [N, 3, crop, crop] uint8, as received
+  Tensor crops;                        // [N, 3, crop, crop] uint8, as received (a view of the message)
 };
 
 struct EvalData {
@@ -49,7 +51,7 @@ struct EvalData {
   std::vector<int64_t> samples;        // [N] validation-set indices
   std::vector<uint8_t> mask;           // [N] 1: counts, 0: padding
   std::vector<SampleAugment> augment;  // [N * views]
-  Tensor crops;                        // [N * views, 3, crop, crop] uint8
+  Tensor crops;                        // [N * views, 3, crop, crop] uint8 (a view of the message)
 };
 
 class DataClient {
@@ -76,17 +78,25 @@ class DataClient {
   // What normalisation subtracts, as float32 on the host: the mean image [3, side, side] (data.mean:
   // image) or the channel means [3] (data.mean: channel), as normalize_crop uses them.
   Tensor input_mean() const;
+  // Receive batches into page-locked host memory (where the CUDA backend is registered), so their crops
+  // go to a GPU by DMA with no staging copy (ops::PinnedTransfers). Set before the first batch.
+  void set_page_locked_receive(bool on) { page_locked_ = on; }
 
  private:
+  // A request and the buffer its answer is received into. The crops of a batch are a view of that buffer
+  // (no copy); it goes back to `buffers_` for a later message when the last tensor viewing it is gone.
   struct Message {
     wire::RequestKind kind = wire::RequestKind::kTrain;
     int64_t a = 0, b = 0;
-    std::vector<uint8_t> bytes;
+    std::shared_ptr<Storage> buffer;
     MPI_Request req = MPI_REQUEST_NULL;
+    uint8_t* data() const { return static_cast<uint8_t*>(buffer->data()); }
   };
   void post(wire::RequestKind kind, int64_t a, int64_t b);
   void wait(Message& m, const char* what);
   Message take(wire::RequestKind kind, int64_t a, int64_t b);
+  // The crops [count, 3, crop, crop] of a batch message, as a view of its buffer.
+  Tensor crops_of(const Message& m, int count) const;
   // Normalises crops [count, 3, crop, crop] into a float tensor.
   Tensor normalise(const uint8_t* msg, int count, const std::vector<SampleAugment>& augment) const;
 
@@ -96,6 +106,8 @@ class DataClient {
   double timeout_s_ = 0;
   bool use_mean_image_ = true;
   bool host_normalise_ = true;
+  bool page_locked_ = false;
+  std::shared_ptr<BufferPool> buffers_;
   DataInfo info_;
   std::optional<Message> pending_;  // the request in flight
   std::optional<Message> stash_;    // a training batch received while the caller turned to evaluation

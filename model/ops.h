@@ -76,8 +76,9 @@ void softmax_xent_rows(const Tensor& logits, const Tensor& labels, Tensor& probs
 void softmax_xent_backward(const Tensor& probs, const Tensor& labels, Tensor& dlogits);
 
 // Host <-> CUDA-device copies that do not stall the current stream (CudaPinnedTransfers): upload() has read
-// its source when it returns; download()'s destination is written by finish(), which waits for every
-// copy queued since the last finish(). One object per device, used from one thread; errors in a build
+// its source when it returns, except a page-locked source (allocate_host(..., true)), which is read by
+// DMA in place and must not change before finish(); download()'s destination is written by finish(),
+// which waits for every copy queued since the last finish(). One object per device, used from one thread; errors in a build
 // without CUDA.
 class PinnedTransfers {
  public:

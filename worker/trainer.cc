@@ -610,8 +610,10 @@ int Worker::run() {
   client_ = std::make_unique<DataClient>(layout_, config_);
   const DataInfo& info = client_->info();
   if (devices_[0].is_cuda()) {
-    // The input step runs on the GPUs: the client hands over the uint8 crops as received.
+    // The input step runs on the GPUs: the client hands over the uint8 crops as received, in
+    // page-locked memory that tower 0's GPU reads by DMA.
     client_->set_host_normalisation(false);
+    client_->set_page_locked_receive(true);
     model_->set_input_mean(client_->input_mean());
   }
   steps_per_epoch_ = info.steps_per_epoch;

@@ -553,11 +553,26 @@ void copy_columns_cuda(const Tensor& src, int64_t src_col0, CudaStream src_strea
 
 // ---- pinned transfers ----
 
+namespace {
+
+// Whether host memory is page-locked (cudaHostAlloc / cudaHostRegister), so a copy can read it by DMA.
+bool is_page_locked(const void* p) {
+  cudaPointerAttributes a{};
+  if (cudaPointerGetAttributes(&a, p) != cudaSuccess) {
+    (void)cudaGetLastError();  // not an error to report: the memory is simply not CUDA's
+    return false;
+  }
+  return a.type == cudaMemoryTypeHost;
+}
+
+}  // namespace
+
 struct CudaPinnedTransfers::Slot {
   void* host = nullptr;  // pinned, `capacity` bytes
   size_t capacity = 0;
   cudaEvent_t done = nullptr;  // recorded after the slot's copy
   Tensor download_to;          // a download's host destination (undefined for an upload)
+  Tensor source;               // an upload's page-locked source, read in place (kept until finish())
   size_t bytes = 0;
 };
 
@@ -584,6 +599,7 @@ CudaPinnedTransfers::Slot& CudaPinnedTransfers::next_slot(const Tensor& host, co
   if (used_ == slots_.size()) slots_.emplace_back();
   Slot& slot = slots_[used_++];
   slot.download_to = Tensor();  // nothing of an earlier pass stays in the slot if a call below fails
+  slot.source = Tensor();
   slot.bytes = 0;
   // The slot's copy of an earlier pass must have finished before its memory is written again.
   if (slot.done) {
@@ -603,10 +619,18 @@ CudaPinnedTransfers::Slot& CudaPinnedTransfers::next_slot(const Tensor& host, co
 }
 
 void CudaPinnedTransfers::upload(const Tensor& src, Tensor& dst, CudaStream s) {
-  Slot& slot = next_slot(src, dst, src.nbytes());
-  if (slot.bytes == 0) return;
-  std::memcpy(slot.host, src.raw_data(), slot.bytes);
-  ALEXNET_CUDA_CHECK(cudaMemcpyAsync(dst.raw_data(), slot.host, slot.bytes, cudaMemcpyHostToDevice, s));
+  const bool locked = src.nbytes() > 0 && is_page_locked(src.raw_data());
+  Slot& slot = next_slot(src, dst, locked ? 0 : src.nbytes());
+  if (src.nbytes() == 0) return;
+  if (locked) {
+    slot.source = src;
+    slot.bytes = src.nbytes();
+    ALEXNET_CUDA_CHECK(cudaMemcpyAsync(dst.raw_data(), src.raw_data(), slot.bytes, cudaMemcpyHostToDevice, s));
+    ++direct_uploads_;
+  } else {
+    std::memcpy(slot.host, src.raw_data(), slot.bytes);
+    ALEXNET_CUDA_CHECK(cudaMemcpyAsync(dst.raw_data(), slot.host, slot.bytes, cudaMemcpyHostToDevice, s));
+  }
   ALEXNET_CUDA_CHECK(cudaEventRecord(slot.done, s));
 }
 
@@ -631,6 +655,7 @@ void CudaPinnedTransfers::finish() {
       std::memcpy(slot.download_to.raw_data(), slot.host, slot.bytes);
       slot.download_to = Tensor();
     }
+    slot.source = Tensor();
   }
 }
 

@@ -162,8 +162,11 @@ void copy_columns_cuda(const Tensor& src, int64_t src_col0, CudaStream src_strea
 // Copies between host tensors and tensors of one CUDA device that do not stall the stream they are queued
 // on: each goes through a block of pinned host memory of its own (kept and reused by the next pass's
 // copy in the same position), so it runs asynchronously in the stream's order. upload() copies the host
-// source into its block at once, so the caller may reuse the source as soon as it returns; download()'s
-// destination receives the values in finish(), which waits for every copy queued since the last finish().
+// source into its block at once, so the caller may reuse the source as soon as it returns; a source
+// that is itself page-locked (allocate_host(..., true): the data client's received crops) is read by
+// DMA with no staging copy instead, is kept alive by the object until finish(), and must not change
+// before then. download()'s destination receives the values in finish(), which waits for every copy
+// queued since the last finish().
 class CudaPinnedTransfers {
  public:
   explicit CudaPinnedTransfers(int device);
@@ -176,6 +179,8 @@ class CudaPinnedTransfers {
   // src on the device, dst on the host (same shape and dtype); dst is written by finish().
   void download(const Tensor& src, Tensor& dst, CudaStream stream);
   void finish();
+  // How many uploads read a page-locked source in place so far.
+  size_t direct_uploads() const { return direct_uploads_; }
 
  private:
   struct Slot;
@@ -183,6 +188,7 @@ class CudaPinnedTransfers {
   int device_;
   std::vector<Slot> slots_;
   size_t used_ = 0;  // slots taken since the last finish()
+  size_t direct_uploads_ = 0;
 };
 
 // Waits for everything queued on CUDA device `device` (cudaDeviceSynchronize) and throws on an error.

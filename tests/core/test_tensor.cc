@@ -1,7 +1,9 @@
-// Tensor: allocation, views, slices, copies, conversion, errors.
+// Tensor: allocation, views, slices, tensors over a storage, host memory, copies, conversion, errors.
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <cstring>
+#include <memory>
 
 #include "core/error.h"
 #include "core/tensor.h"
@@ -29,6 +31,34 @@ TEST(Tensor, ViewsAndSlicesShareStorage) {
   Tensor c = t.clone();
   EXPECT_FALSE(c.shares_storage(t));
   EXPECT_EQ(c.data<float>()[2], 9.0f);
+}
+
+TEST(Tensor, OverAStorageSharesItAndChecksTheBounds) {
+  Tensor t = Tensor::from_vector<float>({4}, {1, 2, 3, 4});
+  std::shared_ptr<Storage> storage = allocate_host(16, false);
+  std::memcpy(storage->data(), t.raw_data(), 16);
+  Tensor tail = Tensor::over(storage, 8, {2}, DType::kF32);
+  EXPECT_EQ(tail.data<float>()[0], 3.0f);
+  EXPECT_EQ(tail.data<float>()[1], 4.0f);
+  EXPECT_EQ(tail.raw_data(), static_cast<char*>(storage->data()) + 8);
+  EXPECT_TRUE(tail.device().is_cpu());
+  EXPECT_TRUE(Tensor::over(storage, 0, {4}, DType::kF32).shares_storage(tail));
+  EXPECT_THROW(Tensor::over(storage, 8, {3}, DType::kF32), Error);  // 12 bytes from byte 8 of 16
+  EXPECT_THROW(Tensor::over(storage, 20, {0}, DType::kU8), Error);
+  EXPECT_THROW(Tensor::over(nullptr, 0, {1}, DType::kU8), Error);
+  // The storage lives as long as a tensor over it.
+  storage.reset();
+  EXPECT_EQ(tail.data<float>()[1], 4.0f);
+}
+
+TEST(Tensor, PageLockedHostMemoryIsOrdinaryWithoutABackend) {
+  // With a CUDA device the backend gives page-locked memory; either way it is CPU memory of the size asked.
+  std::shared_ptr<Storage> s = allocate_host(1000, true);
+  ASSERT_NE(s->data(), nullptr);
+  EXPECT_EQ(s->bytes(), 1000u);
+  EXPECT_TRUE(s->device().is_cpu());
+  std::memset(s->data(), 7, 1000);
+  EXPECT_EQ(static_cast<unsigned char*>(s->data())[999], 7);
 }
 
 TEST(Tensor, WrongAccessIsAnInternalError) {

@@ -100,6 +100,8 @@ int run_worker(const JobLayout& layout, const Config& config, const ArgParser& a
   const auto t0 = std::chrono::steady_clock::now();
   std::vector<int64_t> eval_counts(static_cast<size_t>(info.num_val), 0);
   int64_t eval_passes = 0;
+  TrainBatch held;  // the previous training batch, kept while the next ones arrive
+  uint64_t held_hash = 0;
   for (int64_t e = start_epoch; e < start_epoch + epochs; ++e) {
     const int64_t steps = max_steps > 0 ? std::min(max_steps, info.steps_per_epoch) : info.steps_per_epoch;
     for (int64_t s = e == start_epoch ? start_step : 0; s < steps; ++s) {
@@ -109,8 +111,13 @@ int run_worker(const JobLayout& layout, const Config& config, const ArgParser& a
         for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));  // stall: alive but silent
       }
       const auto a = std::chrono::steady_clock::now();
-      const TrainBatch b = client.next_train_batch(e, s);
+      TrainBatch b = client.next_train_batch(e, s);
       wait_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - a).count();
+      // The crops are a view of the message buffer: the batch held from the step before must not have
+      // been overwritten by the two messages received since (the buffer pool hands out free blocks only).
+      if (held.crops.defined())
+        ALEXNET_CHECK(fnv1a(held.crops.data<uint8_t>(), held.crops.nbytes()) == held_hash, "worker ", w,
+                      ": the crops of the batch before step ", s, " changed while it was held");
       ++batches;
       const std::vector<int64_t> want = sampler.batch(e, s, w);
       ALEXNET_CHECK(b.samples.size() == want.size(), "batch size ", b.samples.size(), " vs ", want.size());
@@ -135,6 +142,8 @@ int run_worker(const JobLayout& layout, const Config& config, const ArgParser& a
               << aug.crop_y << " " << aug.flip << " " << aug.lighting[0] << " " << aug.lighting[1] << " "
               << aug.lighting[2] << " " << fnv1a(crops + k * plane, plane) << "\n";
       }
+      held_hash = fnv1a(b.crops.data<uint8_t>(), b.crops.nbytes());
+      held = std::move(b);
     }
     if (eval) {
       ++eval_passes;

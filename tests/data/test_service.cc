@@ -3,9 +3,13 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <memory>
+#include <vector>
 
 #include "core/config.h"
 #include "core/error.h"
+#include "core/tensor.h"
+#include "data_service/buffer_pool.h"
 #include "data_service/job_layout.h"
 #include "data_service/service.h"
 #include "data_service/wire.h"
@@ -83,6 +87,42 @@ TEST(Wire, BatchLayoutAndChecks) {
   EXPECT_EQ(b.crop_y, 29);
   EXPECT_TRUE(b.flip);
   EXPECT_EQ(b.lighting, a.lighting);
+}
+
+// The data client's message buffers: a block comes back when its last user goes and is handed out again
+// for the same size and kind, blocks in use are never handed out twice, at most kKeep idle blocks stay,
+// and a block outlives the pool's owner.
+TEST(BufferPool, ReusesIdleBlocksOfTheSameSizeAndKind) {
+  auto pool = std::make_shared<BufferPool>();
+  std::shared_ptr<Storage> a = pool->get(1000, false);
+  std::shared_ptr<Storage> b = pool->get(1000, false);
+  EXPECT_NE(a->data(), b->data());
+  EXPECT_EQ(a->bytes(), 1000u);
+  void* first = a->data();
+  a.reset();
+  EXPECT_EQ(pool->idle(), 1u);
+  EXPECT_NE(pool->get(999, false)->data(), first);  // another size: a new block (the 999 one goes idle)
+  EXPECT_EQ(pool->idle(), 2u);
+  std::shared_ptr<Storage> c = pool->get(1000, false);
+  EXPECT_EQ(c->data(), first);
+  EXPECT_EQ(pool->idle(), 1u);
+  std::shared_ptr<Storage> locked = pool->get(1000, true);  // another kind: never the plain block
+  EXPECT_NE(locked->data(), first);
+  EXPECT_NE(locked->data(), b->data());
+  // A tensor viewing a block keeps it from the pool.
+  Tensor view = Tensor::over(c, 10, {5}, DType::kU8);
+  c.reset();
+  EXPECT_NE(pool->get(1000, false)->data(), first);
+  view = Tensor();
+  std::vector<std::shared_ptr<Storage>> many;
+  for (int i = 0; i < 7; ++i) many.push_back(pool->get(64, false));
+  many.clear();
+  EXPECT_EQ(pool->idle(), BufferPool::kKeep);
+  std::shared_ptr<Storage> kept = pool->get(64, false);
+  std::memset(kept->data(), 3, 64);
+  pool.reset();  // the block keeps the pool alive until it goes
+  EXPECT_EQ(static_cast<unsigned char*>(kept->data())[63], 3);
+  kept.reset();
 }
 
 TEST(Wire, HandshakeCarriesTheStatistics) {

@@ -282,6 +282,31 @@ TEST_F(CudaLayers, PinnedTransfersUploadAtOnceAndDownloadAtFinish) {
   cuda_destroy_stream(0, s);
 }
 
+// A page-locked source (the data client's received crops, at an offset in their message) is read in
+// place by DMA, and the transfers keep it alive until finish(), so a batch dropped right after its upload
+// still arrives whole; an ordinary source is staged as before.
+TEST_F(CudaLayers, PinnedTransfersReadAPageLockedSourceInPlace) {
+  CudaPinnedTransfers io(0);
+  CudaStream s = cuda_create_stream(0);
+  const int64_t n = 300001;
+  Tensor dev = poisoned({n}, DType::kU8), dev2 = poisoned({n}, DType::kU8);
+  Tensor expected = Tensor::empty({n}, DType::kU8);
+  {
+    Tensor src = Tensor::over(allocate_host(static_cast<size_t>(n) + 40, true), 40, {n}, DType::kU8);
+    for (int64_t i = 0; i < n; ++i) src.data<uint8_t>()[i] = static_cast<uint8_t>(i * 13 + 5);
+    std::memcpy(expected.raw_data(), src.raw_data(), src.nbytes());
+    io.upload(src, dev, s);
+  }
+  EXPECT_EQ(io.direct_uploads(), 1u);
+  Tensor plain = expected.clone();
+  io.upload(plain, dev2, s);
+  EXPECT_EQ(io.direct_uploads(), 1u);
+  io.finish();
+  EXPECT_EQ(std::memcmp(dev.clone(Device::cpu()).raw_data(), expected.raw_data(), expected.nbytes()), 0);
+  EXPECT_EQ(std::memcmp(dev2.clone(Device::cpu()).raw_data(), expected.raw_data(), expected.nbytes()), 0);
+  cuda_destroy_stream(0, s);
+}
+
 TEST_F(CudaLayers, SoftmaxNanLogitsGiveANanLossNotALabelError) {
   // Divergence: a NaN logit makes the mean loss NaN (as on the CPU, where the worker reports it as such).
   Tensor z = host({5, 4});
