@@ -41,7 +41,7 @@ void register_cuda_allocator() {
   a.allocate_page_locked = [](size_t bytes) {
     void* p = nullptr;
     ALEXNET_CUDA_CHECK(cudaHostAlloc(&p, bytes == 0 ? 64 : bytes, cudaHostAllocPortable));
-    return std::make_shared<Storage>(p, bytes, Device::cpu(), [](void* q) { cudaFreeHost(q); });
+    return std::make_shared<Storage>(p, bytes, Device::cpu(), [](void* q) { cudaFreeHost(q); }, true);
   };
   register_device_allocator(Device::Kind::kCUDA, a);
 }

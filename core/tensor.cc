@@ -99,8 +99,8 @@ int64_t shape_numel(const Shape& shape) {
   return n;
 }
 
-Storage::Storage(void* ptr, size_t bytes, Device device, std::function<void(void*)> deleter)
-    : ptr_(ptr), bytes_(bytes), device_(device), deleter_(std::move(deleter)) {}
+Storage::Storage(void* ptr, size_t bytes, Device device, std::function<void(void*)> deleter, bool page_locked)
+    : ptr_(ptr), bytes_(bytes), device_(device), deleter_(std::move(deleter)), page_locked_(page_locked) {}
 
 Storage::~Storage() {
   if (deleter_ && ptr_) deleter_(ptr_);

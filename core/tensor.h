@@ -47,7 +47,8 @@ int64_t shape_numel(const Shape& shape);
 // Raw memory of one allocation. Allocators for non-CPU devices are registered by their backend.
 class Storage {
  public:
-  Storage(void* ptr, size_t bytes, Device device, std::function<void(void*)> deleter);
+  // page_locked: host memory the CUDA backend locked (allocate_host), which copies read by DMA in place.
+  Storage(void* ptr, size_t bytes, Device device, std::function<void(void*)> deleter, bool page_locked = false);
   ~Storage();
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
@@ -55,12 +56,14 @@ class Storage {
   void* data() const { return ptr_; }
   size_t bytes() const { return bytes_; }
   Device device() const { return device_; }
+  bool page_locked() const { return page_locked_; }
 
  private:
   void* ptr_;
   size_t bytes_;
   Device device_;
   std::function<void(void*)> deleter_;
+  bool page_locked_;
 };
 
 // A device backend provides allocation and copies; the CPU one is built in.
@@ -128,6 +131,8 @@ class Tensor {
   Tensor to(DType dtype) const;
   // True when both refer to the same bytes.
   bool shares_storage(const Tensor& other) const;
+  // Whether its storage is page-locked host memory (allocate_host(..., true) where CUDA is present).
+  bool page_locked() const { return storage_ && storage_->page_locked(); }
   std::string describe() const;
 
  private:

@@ -15,10 +15,10 @@ std::shared_ptr<Storage> BufferPool::get(size_t bytes, bool page_locked) {
   }
   if (!block) block = allocate_host(bytes, page_locked);
   void* data = block->data();
-  return std::make_shared<Storage>(data, bytes, Device::cpu(),
-                                   [self = shared_from_this(), block, page_locked](void*) {
-                                     self->put(block, page_locked);
-                                   });
+  const bool locked = block->page_locked();
+  return std::make_shared<Storage>(
+      data, bytes, Device::cpu(), [self = shared_from_this(), block, page_locked](void*) { self->put(block, page_locked); },
+      locked);
 }
 
 size_t BufferPool::idle() const {
@@ -28,7 +28,9 @@ size_t BufferPool::idle() const {
 
 void BufferPool::put(std::shared_ptr<Storage> block, bool page_locked) {
   std::lock_guard<std::mutex> lock(mu_);
-  if (idle_.size() < kKeep) idle_.emplace_back(page_locked, std::move(block));
+  size_t same = 0;
+  for (const auto& [kind, b] : idle_) same += kind == page_locked && b->bytes() == block->bytes();
+  if (same < kKeepPerSize) idle_.emplace_back(page_locked, std::move(block));
 }
 
 }  // namespace alexnet

@@ -83,6 +83,9 @@ DataClient::~DataClient() {
     if (!finalized) {
       MPI_Cancel(&pending_->req);
       MPI_Request_free(&pending_->req);
+      // A receive already matched may still be writing into its buffer after the cancel: the buffer is
+      // left allocated (one message, at the end of the process) rather than freed under it.
+      static_cast<void>(new std::shared_ptr<Storage>(std::move(pending_->buffer)));
     }
   }
 }
@@ -106,18 +109,24 @@ void DataClient::post(RequestKind kind, int64_t a, int64_t b) {
   pending_ = std::move(m);
 }
 
-void DataClient::wait(Message& m, const char* what) {
+bool DataClient::test(Message& m) {
+  if (m.arrived) return true;
   MPI_Status st;
-  poll_until(
-      [&] {
-        int flag = 0;
-        check_mpi(MPI_Test(&m.req, &flag, &st), "MPI_Test of a batch");
-        return flag != 0;
-      },
-      timeout_s_, service_name_, what);
-  int bytes = 0;
-  check_mpi(MPI_Get_count(&st, MPI_BYTE, &bytes), "MPI_Get_count");
-  wire::check_batch_message(m.data(), static_cast<size_t>(bytes), m.kind, m.a, m.b, service_name_);
+  int flag = 0;
+  check_mpi(MPI_Test(&m.req, &flag, &st), "MPI_Test of a batch");
+  if (!flag) return false;
+  check_mpi(MPI_Get_count(&st, MPI_BYTE, &m.bytes), "MPI_Get_count");
+  m.arrived = true;
+  return true;
+}
+
+void DataClient::progress() {
+  if (pending_ && !shut_down_) test(*pending_);
+}
+
+void DataClient::wait(Message& m, const char* what) {
+  poll_until([&] { return test(m); }, timeout_s_, service_name_, what);
+  wire::check_batch_message(m.data(), static_cast<size_t>(m.bytes), m.kind, m.a, m.b, service_name_);
 }
 
 DataClient::Message DataClient::take(RequestKind kind, int64_t a, int64_t b) {

@@ -69,6 +69,10 @@ class DataClient {
   // Evaluation batch `index` in [0, info().eval_batches); every worker runs the same number.
   EvalData eval_batch(int64_t index);
   int64_t num_eval_batches() const { return info_.eval_batches; }
+  // Lets MPI move the batch in flight now (with a shared-memory transport, the receiver's copy of the
+  // message happens while MPI progresses), so a caller whose GPUs are busy can take that copy off the
+  // next step's critical path. Never blocks; the batch is then handed out by the next call as usual.
+  void progress();
   // Tells the service this worker is done (after draining the request in flight). Call once at the end.
   void shutdown();
 
@@ -90,10 +94,14 @@ class DataClient {
     int64_t a = 0, b = 0;
     std::shared_ptr<Storage> buffer;
     MPI_Request req = MPI_REQUEST_NULL;
+    bool arrived = false;  // completed (by progress() or wait()); `bytes` is its size
+    int bytes = 0;
     uint8_t* data() const { return static_cast<uint8_t*>(buffer->data()); }
   };
   void post(wire::RequestKind kind, int64_t a, int64_t b);
   void wait(Message& m, const char* what);
+  // MPI_Test of m's receive; records its size when it completed.
+  bool test(Message& m);
   Message take(wire::RequestKind kind, int64_t a, int64_t b);
   // The crops [count, 3, crop, crop] of a batch message, as a view of its buffer.
   Tensor crops_of(const Message& m, int count) const;

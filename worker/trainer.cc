@@ -355,6 +355,9 @@ void Worker::train_step() {
       batch.images.defined()
           ? model_->train_pass(batch.images, batch.labels, pass, &logits)
           : model_->train_pass(crop_batch(batch.crops, batch.augment, 0, batch.crops.dim(0)), batch.labels, pass, &logits);
+  // With CUDA towers backward is still running here: let MPI copy the next batch now rather than after
+  // the reductions, when the GPUs would wait for it.
+  client_->progress();
   for (int t = 0; t < kTowers; ++t) buckets_[t]->wait_all();
   average_buffers();
   model_->sgd_step(lr_, config_.train.momentum, config_.train.weight_decay);

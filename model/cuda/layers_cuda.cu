@@ -553,20 +553,6 @@ void copy_columns_cuda(const Tensor& src, int64_t src_col0, CudaStream src_strea
 
 // ---- pinned transfers ----
 
-namespace {
-
-// Whether host memory is page-locked (cudaHostAlloc / cudaHostRegister), so a copy can read it by DMA.
-bool is_page_locked(const void* p) {
-  cudaPointerAttributes a{};
-  if (cudaPointerGetAttributes(&a, p) != cudaSuccess) {
-    (void)cudaGetLastError();  // not an error to report: the memory is simply not CUDA's
-    return false;
-  }
-  return a.type == cudaMemoryTypeHost;
-}
-
-}  // namespace
-
 struct CudaPinnedTransfers::Slot {
   void* host = nullptr;  // pinned, `capacity` bytes
   size_t capacity = 0;
@@ -599,11 +585,12 @@ CudaPinnedTransfers::Slot& CudaPinnedTransfers::next_slot(const Tensor& host, co
   if (used_ == slots_.size()) slots_.emplace_back();
   Slot& slot = slots_[used_++];
   slot.download_to = Tensor();  // nothing of an earlier pass stays in the slot if a call below fails
-  slot.source = Tensor();
   slot.bytes = 0;
-  // The slot's copy of an earlier pass must have finished before its memory is written again.
+  // The slot's copy of an earlier pass must have finished before its memory is written again (or, for
+  // a source read in place, released).
   if (slot.done) {
     ALEXNET_CUDA_CHECK(cudaEventSynchronize(slot.done));
+    slot.source = Tensor();
   } else {
     ALEXNET_CUDA_CHECK(cudaEventCreateWithFlags(&slot.done, cudaEventDisableTiming));
   }
@@ -619,7 +606,7 @@ CudaPinnedTransfers::Slot& CudaPinnedTransfers::next_slot(const Tensor& host, co
 }
 
 void CudaPinnedTransfers::upload(const Tensor& src, Tensor& dst, CudaStream s) {
-  const bool locked = src.nbytes() > 0 && is_page_locked(src.raw_data());
+  const bool locked = src.page_locked();
   Slot& slot = next_slot(src, dst, locked ? 0 : src.nbytes());
   if (src.nbytes() == 0) return;
   if (locked) {

@@ -163,9 +163,9 @@ void copy_columns_cuda(const Tensor& src, int64_t src_col0, CudaStream src_strea
 // on: each goes through a block of pinned host memory of its own (kept and reused by the next pass's
 // copy in the same position), so it runs asynchronously in the stream's order. upload() copies the host
 // source into its block at once, so the caller may reuse the source as soon as it returns; a source
-// that is itself page-locked (allocate_host(..., true): the data client's received crops) is read by
-// DMA with no staging copy instead, is kept alive by the object until finish(), and must not change
-// before then. download()'s destination receives the values in finish(), which waits for every copy
+// allocated page-locked (Tensor::page_locked(), allocate_host(..., true): the data client's received
+// crops) is read by DMA with no staging copy instead, is kept alive by the object until finish(), and
+// must not change before then. download()'s destination receives the values in finish(), which waits for every copy
 // queued since the last finish().
 class CudaPinnedTransfers {
  public:

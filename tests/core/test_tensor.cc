@@ -5,6 +5,7 @@
 #include <cstring>
 #include <memory>
 
+#include "core/device.h"
 #include "core/error.h"
 #include "core/tensor.h"
 
@@ -53,10 +54,15 @@ TEST(Tensor, OverAStorageSharesItAndChecksTheBounds) {
 
 TEST(Tensor, PageLockedHostMemoryIsOrdinaryWithoutABackend) {
   // With a CUDA device the backend gives page-locked memory; either way it is CPU memory of the size asked.
+  const bool cuda = cuda_device_count() > 0;  // registers the CUDA backend where there is a device
   std::shared_ptr<Storage> s = allocate_host(1000, true);
   ASSERT_NE(s->data(), nullptr);
   EXPECT_EQ(s->bytes(), 1000u);
   EXPECT_TRUE(s->device().is_cpu());
+  EXPECT_EQ(s->page_locked(), cuda);
+  EXPECT_EQ(Tensor::over(s, 0, {10}, DType::kU8).page_locked(), cuda);
+  EXPECT_FALSE(allocate_host(1000, false)->page_locked());
+  EXPECT_FALSE(Tensor::empty({10}).page_locked());
   std::memset(s->data(), 7, 1000);
   EXPECT_EQ(static_cast<unsigned char*>(s->data())[999], 7);
 }

@@ -144,6 +144,9 @@ int run_worker(const JobLayout& layout, const Config& config, const ArgParser& a
       }
       held_hash = fnv1a(b.crops.data<uint8_t>(), b.crops.nbytes());
       held = std::move(b);
+      // As the worker does while its GPUs compute: the next batch may complete here, and is then handed
+      // out by the next call from what progress() recorded.
+      client.progress();
     }
     if (eval) {
       ++eval_passes;

@@ -293,6 +293,7 @@ TEST_F(CudaLayers, PinnedTransfersReadAPageLockedSourceInPlace) {
   Tensor expected = Tensor::empty({n}, DType::kU8);
   {
     Tensor src = Tensor::over(allocate_host(static_cast<size_t>(n) + 40, true), 40, {n}, DType::kU8);
+    ASSERT_TRUE(src.page_locked());
     for (int64_t i = 0; i < n; ++i) src.data<uint8_t>()[i] = static_cast<uint8_t>(i * 13 + 5);
     std::memcpy(expected.raw_data(), src.raw_data(), src.nbytes());
     io.upload(src, dev, s);
