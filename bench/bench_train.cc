@@ -173,6 +173,14 @@ int main(int argc, char** argv) {
       const ConvPlanReport report = cuda_conv_plan_report();
       for (const ConvPlanInfo& plan : report.plans) std::printf("conv_plan %s\n", plan.text.c_str());
       std::printf("bf16_nhwc_passes %d\nbf16_passes %d\n", report.bf16_nhwc_passes, report.bf16_passes);
+      // The card's peak for this precision (an upper bound: core/device.h), and our share of it.
+      const CudaDevicePeak peak = cuda_device_peak(devices[0].index);
+      const double peak_tflops = cfg.parallel.precision == Precision::kBf16   ? peak.bf16_tflops
+                                 : cfg.parallel.precision == Precision::kTf32 ? peak.tf32_tflops
+                                                                              : peak.fp32_tflops;
+      std::printf("gpu %s, %d SMs at %.2f GHz\npeak_tflops %.1f\n", peak.name.c_str(), peak.sms, peak.clock_ghz,
+                  peak_tflops);
+      if (peak_tflops > 0) std::printf("fraction_of_peak %.3f\n", ips * gflop / 1000 / peak_tflops);
     }
 #endif
     if (!args.has("--no-sgemm") && !cuda) {

@@ -14,6 +14,9 @@ static int cuda_device_count_impl(std::string* why) {
   return 0;
 }
 bool built_with_cuda() { return false; }
+CudaDevicePeak cuda_device_peak(int device) {
+  ALEXNET_FAIL("GPU ", device, ": this build has no CUDA support");
+}
 #endif
 
 int cuda_device_count() {

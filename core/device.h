@@ -11,4 +11,19 @@ int cuda_device_count();
 // One line for the log: what was found and which backend that implies.
 std::string device_summary();
 
+// What a CUDA device can do at most, for benchmarks: its name, SM count, the peak clock the driver
+// reports, and its peak dense arithmetic rates in TFLOP/s: SMs x the per-SM FLOP per clock of its
+// architecture x that clock. The per-SM rates (NVIDIA's A100 and H100 architecture papers): sm_80
+// 128 float32 (FMA units), 1024 TF32, 2048 bf16 (tensor cores, dense); sm_90 256, 2048, 4096. Other
+// architectures leave the rates 0. NVIDIA's datasheets quote the tensor rates at a lower clock than
+// the peak one, so these are upper bounds (H100 SXM at 1.98 GHz: 535 TF32 vs the 495 quoted).
+struct CudaDevicePeak {
+  std::string name;
+  int sms = 0;
+  double clock_ghz = 0;
+  double fp32_tflops = 0, tf32_tflops = 0, bf16_tflops = 0;
+};
+// Errors name the device; without CUDA in the build, an error.
+CudaDevicePeak cuda_device_peak(int device);
+
 }  // namespace alexnet

@@ -4,6 +4,7 @@
 #include <string>
 
 #include "core/cuda_check.h"
+#include "core/device.h"
 #include "core/error.h"
 #include "core/tensor.h"
 
@@ -66,6 +67,25 @@ int cuda_device_count_impl(std::string* why) {
   }();
   (void)registered;
   return n;
+}
+
+CudaDevicePeak cuda_device_peak(int device) {
+  cudaDeviceProp prop{};
+  ALEXNET_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
+  int khz = 0;
+  ALEXNET_CUDA_CHECK(cudaDeviceGetAttribute(&khz, cudaDevAttrClockRate, device));
+  CudaDevicePeak p;
+  p.name = prop.name;
+  p.sms = prop.multiProcessorCount;
+  p.clock_ghz = khz / 1e6;
+  double fp32 = 0, tf32 = 0, bf16 = 0;  // FLOP per clock per SM, dense
+  if (prop.major == 8 && prop.minor == 0) fp32 = 128, tf32 = 1024, bf16 = 2048;
+  if (prop.major == 9 && prop.minor == 0) fp32 = 256, tf32 = 2048, bf16 = 4096;
+  const double per_clock = p.sms * p.clock_ghz * 1e9 / 1e12;
+  p.fp32_tflops = fp32 * per_clock;
+  p.tf32_tflops = tf32 * per_clock;
+  p.bf16_tflops = bf16 * per_clock;
+  return p;
 }
 
 }  // namespace alexnet

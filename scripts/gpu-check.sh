@@ -345,19 +345,22 @@ print("\n".join(sorted(e for e in exes if e)))')
       # Training throughput of the 1000-class paper network, ours beside PyTorch's own best settings
       # (grouped two-tower model of tests/parity, cudnn.benchmark, channels-last), same GPU, same call.
       echo
-      echo "| precision | batch | ours img/s | ours TFLOP/s | PyTorch img/s | ours / PyTorch | ours, uint8 input from the host, img/s | ours, fastest algorithms, img/s | conv passes in NHWC |"
-      echo "|---|---|---|---|---|---|---|---|---|"
+      echo "| precision | batch | ours img/s | ours TFLOP/s | of the card's peak | PyTorch img/s | ours / PyTorch | ours, uint8 input from the host, img/s | ours, fastest algorithms, img/s | conv passes in NHWC |"
+      echo "|---|---|---|---|---|---|---|---|---|---|"
       for precision in float32 tf32 bf16; do
         for batch in 128 256; do
           ours=n/a
           tflops=n/a
           crops=n/a
           nhwc=-
+          share=n/a
           if limited 60 "$pack/app/bench_train" --device cuda --batch "$batch" --iters 20 --no-sgemm \
                --set "parallel.precision=$precision" >"$logs/bench_${precision}_$batch.log" 2>&1; then
             ours=$(awk '/^ours_img_per_s/ {print $2}' "$logs/bench_${precision}_$batch.log")
             tflops=$(awk '/^ours_gflops/ {printf "%.1f", $2 / 1000}' "$logs/bench_${precision}_$batch.log")
             crops=$(awk '/^ours_crops_img_per_s/ {print $2}' "$logs/bench_${precision}_$batch.log")
+            share=$(awk '/^fraction_of_peak/ {printf "%.1f %% of %.0f TFLOP/s", $2 * 100, peak} /^peak_tflops/ {peak = $2}' \
+                      "$logs/bench_${precision}_$batch.log")
             # bf16: of the convolution passes (forward, backward), those cuDNN timed fastest in NHWC.
             if [ "$precision" = bf16 ]; then
               nhwc=$(awk '/^bf16_nhwc_passes/ {k = $2} /^bf16_passes/ {n = $2} END {print k " of " n}' \
@@ -381,7 +384,7 @@ print("\n".join(sorted(e for e in exes if e)))')
           torch=$(limited 90 python3 bench/torch_alexnet_bench.py --device cuda --precision "$precision" --batch "$batch" \
                     --iters 20 --warmup 5 2>"$logs/torch_${precision}_$batch.log" | awk '/^torch_img_per_s/ {print $2}') || torch=""
           ratio=$(python3 -c "import sys; a, b = sys.argv[1:]; print(f'{float(a) / float(b):.2f}' if a.replace('.', '', 1).isdigit() and b.replace('.', '', 1).isdigit() else 'n/a')" "$ours" "${torch:-n/a}")
-          echo "| $precision | $batch | $ours | $tflops | ${torch:-failed} | $ratio | $crops | $fastest | $nhwc |"
+          echo "| $precision | $batch | $ours | $tflops | ${share:-n/a} | ${torch:-failed} | $ratio | $crops | $fastest | $nhwc |"
         done
       done
       # Whether launches bound the step (what CUDA graphs would remove): the same pass at batch 8, where
