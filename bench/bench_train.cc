@@ -130,8 +130,8 @@ int main(int argc, char** argv) {
     for (int64_t i = 0; i < batch; ++i) l[i] = i % cfg.model.num_classes;
     Tensor y = Tensor::from_vector<int64_t>({batch}, l);
 
-    // On a GPU the batch stays on GPU 0, as a framework benchmark keeps its tensors on the device (the
-    // pass copies it to each tower's input buffer on the device).
+    // On a GPU the batch stays on GPU 0, as a framework benchmark keeps its tensors on the device (tower
+    // 0 reads it in place; tower 1 copies it on the device or over the peer link).
     if (cuda) x = x.clone(devices[0]);
     // Median seconds of `iters` steps after the warm-up steps: one on the CPU; three on a GPU, where the
     // first searches cuDNN's algorithms and grows the workspaces, and a bf16 convolution that cuDNN

@@ -308,7 +308,8 @@ void AlexNet::check_batch(const Tensor& images, const Tensor* labels) const {
                     images.dim(2) == s && images.dim(3) == s,
                 "images must be float32 [N, 3, ", s, ", ", s, "] (model.input_size ", s, "), got ",
                 images.describe());
-  // CPU towers compute on the caller's tensor; CUDA towers copy it to their devices from wherever it is.
+  // CPU towers compute on the caller's tensor; CUDA towers copy it to their devices from wherever it is
+  // (tower 0 uses it in place when it is already on its GPU).
   ALEXNET_CHECK(images.device().is_cpu() || (devices_[0].is_cuda() && devices_[1].is_cuda()),
                 "images on ", images.device().str(), " need both towers on CUDA devices (towers on ",
                 devices_[0].str(), " and ", devices_[1].str(), ")");
@@ -382,22 +383,34 @@ Tensor AlexNet::forward(const Tensor* images, const CropBatch* crops, bool train
       ops::PinnedTransfers& io = *towers_[t].transfers;
       io.finish();  // after a pass that stopped on an error, its copies are still counted
       ops::StreamScope on(stream(t));
-      Tensor& x = scratch(t, "x", {n, 3, side, side});
-      if (t == 1 && devices_[0].is_cuda()) {
-        put_columns(towers_[0].ws.at("x"), stream(0), x, stream(1), 0);
-      } else if (images && images->device().is_cpu()) {
-        io.upload(*images, x);
-      } else if (images) {
-        x.copy_from(*images);
+      const bool in_place = t == 0 && images && images->device() == devices_[0];
+      if (towers_[t].input_is_callers && !in_place) {
+        towers_[t].ws.erase("x");  // the caller's batch of an earlier pass: not scratch to write into
+        towers_[t].input_is_callers = false;
+      }
+      if (in_place) {
+        // Already on tower 0's GPU (a benchmark keeps its batch there, as frameworks do): used in place,
+        // as the CPU towers use the host batch; nothing in the graph writes its input.
+        towers_[0].ws["x"] = *images;
+        towers_[0].input_is_callers = true;
       } else {
-        // The input step: uint8 crops, placement and lighting to the device, normalised there.
-        Tensor& c = scratch(t, "crops", crops->crops.shape(), DType::kU8);
-        Tensor& pl = scratch(t, "placement", {n, 3}, DType::kI32);
-        Tensor& li = scratch(t, "lighting", {n, 3});
-        io.upload(crops->crops, c);
-        io.upload(crops->placement, pl);
-        io.upload(crops->lighting, li);
-        ops::normalize_crops(c, pl, li, input_mean_[t], x);
+        Tensor& x = scratch(t, "x", {n, 3, side, side});
+        if (t == 1 && devices_[0].is_cuda()) {
+          put_columns(towers_[0].ws.at("x"), stream(0), x, stream(1), 0);
+        } else if (images && images->device().is_cpu()) {
+          io.upload(*images, x);
+        } else if (images) {
+          x.copy_from(*images);
+        } else {
+          // The input step: uint8 crops, placement and lighting to the device, normalised there.
+          Tensor& c = scratch(t, "crops", crops->crops.shape(), DType::kU8);
+          Tensor& pl = scratch(t, "placement", {n, 3}, DType::kI32);
+          Tensor& li = scratch(t, "lighting", {n, 3});
+          io.upload(crops->crops, c);
+          io.upload(crops->placement, pl);
+          io.upload(crops->lighting, li);
+          ops::normalize_crops(c, pl, li, input_mean_[t], x);
+        }
       }
       if (dropout) {
         Tensor& d = scratch(t, "sample_ids", {n}, DType::kI64);

@@ -175,6 +175,9 @@ class AlexNet {
     TowerStream stream;
     // CUDA towers: the pass's host <-> device copies (input, labels, sample ids, loss rows, logits).
     std::unique_ptr<ops::PinnedTransfers> transfers;
+    // ws["x"] is the caller's batch, already on this tower's GPU and used in place: it must not be
+    // taken as scratch (written into) by a later pass.
+    bool input_is_callers = false;
   };
 
   int index_of(const std::string& name) const;

@@ -87,6 +87,40 @@ INSTANTIATE_TEST_SUITE_P(Norms, AlexNetCuda,
                                            Case{"none_tanh", NormKind::kNone, Activation::kTanh}),
                          [](const auto& info) { return std::string(info.param.name); });
 
+// A batch already on tower 0's GPU (as a benchmark keeps it) is used in place: the pass gives the same
+// bits as the same batch from the host, leaves the caller's tensor as it was, and a later pass from the
+// host does not write into it.
+TEST(AlexNetCudaInput, ABatchOnTheGpuIsUsedInPlaceAndLeftAlone) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device: " << device_summary();
+  const PrecisionScope float32(Precision::kFloat32);
+  ModelConfig cfg;
+  cfg.num_classes = 10;
+  cfg.input_size = 99;
+  const uint64_t seed = static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
+  std::printf("seed %llu\n", static_cast<unsigned long long>(seed));
+  const int64_t n = 4;
+  const Tensor host = testing::random_tensor({n, 3, 99, 99}, seed, -100, 100).to(DType::kF32);
+  const Tensor other = testing::random_tensor({n, 3, 99, 99}, seed + 1, -100, 100).to(DType::kF32);
+  const Tensor labels = Tensor::from_vector<int64_t>({n}, {1, 4, 7, 9});
+  AlexNet net(cfg, {Device::cuda(0), Device::cuda(0)});
+  net.init_scaled(seed % 1000);
+  PassOptions opt;
+  opt.seed = seed;
+  opt.step = 5;
+  Tensor from_host, in_place;
+  const double loss_host = net.train_pass(host, labels, opt, &from_host);
+  const auto grads_host = net.gradients();
+  const Tensor dev = host.clone(Device::cuda(0));
+  const double loss_dev = net.train_pass(dev, labels, opt, &in_place);
+  EXPECT_EQ(loss_dev, loss_host);
+  EXPECT_EQ(std::memcmp(in_place.raw_data(), from_host.raw_data(), from_host.nbytes()), 0);
+  for (const auto& [name, g] : net.gradients())
+    EXPECT_EQ(std::memcmp(g.raw_data(), grads_host.at(name).raw_data(), g.nbytes()), 0) << name;
+  net.train_pass(other, labels, opt, nullptr);
+  EXPECT_EQ(std::memcmp(dev.clone(Device::cpu()).raw_data(), host.raw_data(), host.nbytes()), 0)
+      << "the caller's GPU batch was written";
+}
+
 // parallel.precision tf32 and bf16: the same graph stays within the rounding of the lower-precision
 // products (bf16 keeps 8 significant bits, TF32 11), with float32 master weights, on one and two GPUs.
 TEST(AlexNetCudaPrecision, Tf32AndBf16StayCloseToTheCpu) {
