@@ -174,12 +174,14 @@ int main(int argc, char** argv) {
       for (const ConvPlanInfo& plan : report.plans) std::printf("conv_plan %s\n", plan.text.c_str());
       std::printf("bf16_nhwc_passes %d\nbf16_passes %d\n", report.bf16_nhwc_passes, report.bf16_passes);
       // The card's peak for this precision (an upper bound: core/device.h), and our share of it.
+      // With --gpus 2 the two towers' GPUs together (the same model of card).
       const CudaDevicePeak peak = cuda_device_peak(devices[0].index);
-      const double peak_tflops = cfg.parallel.precision == Precision::kBf16   ? peak.bf16_tflops
-                                 : cfg.parallel.precision == Precision::kTf32 ? peak.tf32_tflops
-                                                                              : peak.fp32_tflops;
-      std::printf("gpu %s, %d SMs at %.2f GHz\npeak_tflops %.1f\n", peak.name.c_str(), peak.sms, peak.clock_ghz,
-                  peak_tflops);
+      const int gpus = devices[0] == devices[1] ? 1 : 2;
+      const double peak_tflops = gpus * (cfg.parallel.precision == Precision::kBf16   ? peak.bf16_tflops
+                                         : cfg.parallel.precision == Precision::kTf32 ? peak.tf32_tflops
+                                                                                      : peak.fp32_tflops);
+      std::printf("gpu %d x %s, %d SMs at %.2f GHz\npeak_tflops %.1f\n", gpus, peak.name.c_str(), peak.sms,
+                  peak.clock_ghz, peak_tflops);
       if (peak_tflops > 0) std::printf("fraction_of_peak %.3f\n", ips * gflop / 1000 / peak_tflops);
     }
 #endif

@@ -128,7 +128,9 @@ class AlexNet {
   // Training pass: forward (batch-norm with batch statistics, which also updates the running
   // ones; dropout per `opt`), mean softmax cross-entropy, backward. Gradients are overwritten.
   // images: [N, 3, S, S] float32 on the host, or on a GPU when both towers are CUDA towers (copied to each
-  // tower's device); labels: int64 [N] in [0, num_classes).
+  // tower's device; on tower 0's own GPU, 256-byte aligned, read in place: the GPU reads it until the
+  // pass's work there is done, so write it again only on the default stream, which waits for that, or
+  // after a synchronisation); labels: int64 [N] in [0, num_classes).
   // Returns the mean loss; `logits` (optional) receives [N, num_classes] float32 on the host. With both towers
   // on GPUs the loss is computed on tower 0's and the host waits once, after the whole pass has been queued.
   double train_pass(const Tensor& images, const Tensor& labels, const PassOptions& opt,

@@ -208,6 +208,16 @@ void destroy_stream(Device device, Stream stream) {
 #endif
 }
 
+void wait_for_default_stream(Device device, Stream stream) {
+  ALEXNET_CHECK(device.is_cuda(), "wait_for_default_stream: ", device.str(), " is not a CUDA device");
+#if ALEXNET_WITH_CUDA
+  cuda_stream_wait(stream, device.index, nullptr, device.index);
+#else
+  (void)stream;
+  ALEXNET_FAIL("wait_for_default_stream on ", device.str(), ": this build has no CUDA backend");
+#endif
+}
+
 bool enable_peer_access(Device a, Device b) {
   ALEXNET_CHECK(a.is_cuda() && b.is_cuda(), "enable_peer_access: ", a.str(), " and ", b.str());
 #if ALEXNET_WITH_CUDA

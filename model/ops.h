@@ -34,6 +34,10 @@ Stream current_stream();
 // build without CUDA. destroy_stream waits for the stream's work first.
 Stream create_stream(Device device);
 void destroy_stream(Device device, Stream stream);
+// `stream` (of CUDA device `device`) waits for the work issued so far on the device's legacy default
+// stream, and so for everything issued before on its blocking streams: what a plain cudaMemcpy is
+// ordered after. No host wait.
+void wait_for_default_stream(Device device, Stream stream);
 // Peer access between two CUDA devices where the hardware allows; returns whether it does.
 bool enable_peer_access(Device a, Device b);
 

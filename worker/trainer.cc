@@ -650,16 +650,16 @@ int Worker::run() {
 
   int status = 0;
   std::string how = "finished";
-  bool plans_logged = false;
   while (state_.step < total_steps_) {
     train_step();
 #if ALEXNET_WITH_CUDA
-    // What cuDNN runs for each convolution, once its passes were all searched (after the first step).
-    if (!plans_logged && rank_ == 0 && devices_[0].is_cuda()) {
+    // What cuDNN runs for each convolution, once its passes were all searched: after the second step of
+    // the run (a bf16 layer cuDNN refuses in backward searches its TF32 forward in the second), or
+    // after the only one.
+    const int64_t done = state_.step - start_step_;
+    if (rank_ == 0 && devices_[0].is_cuda() && (done == 2 || (done == 1 && state_.step == total_steps_)))
       for (const ConvPlanInfo& plan : cuda_conv_plan_report().plans) log_info("convolution plan: ", plan.text);
-    }
 #endif
-    plans_logged = true;
     const bool epoch_end = state_.epoch_step == 0;
     if (state_.interval.steps > 0 && (state_.step % config_.log.every_steps == 0 || epoch_end || state_.step == total_steps_))
       log_progress();

@@ -112,6 +112,7 @@ TEST(AlexNetCudaInput, ABatchOnTheGpuIsUsedInPlaceAndLeftAlone) {
   const auto grads_host = net.gradients();
   const Tensor dev = host.clone(Device::cuda(0));
   const double loss_dev = net.train_pass(dev, labels, opt, &in_place);
+  EXPECT_TRUE(net.activation(0, "x").shares_storage(dev)) << "the GPU batch was copied, not used in place";
   EXPECT_EQ(loss_dev, loss_host);
   EXPECT_EQ(std::memcmp(in_place.raw_data(), from_host.raw_data(), from_host.nbytes()), 0);
   for (const auto& [name, g] : net.gradients())
