@@ -566,47 +566,53 @@ bool searched(cudnnStatus_t st, const char* what, bool optional) {
 }
 
 // One direction searched in one layout on the given operands (cudnnFind... runs every algorithm on
-// them); false when cuDNN has no usable algorithm.
-bool search_forward(const ConvPlan& plan, StreamContext& ctx, CudaStream s, bool in_nhwc, const void* x,
-                    const void* w, void* y, Choice<cudnnConvolutionFwdAlgo_t>& out) {
-  const ConvDescs& d = plan.descs(in_nhwc);
-  cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
+// them): find(descriptors, perf, &count, workspace) makes the call; false when cuDNN has no usable
+// algorithm.
+template <class Perf, int kMax, class Algo, class Find>
+bool search(const ConvPlan& plan, StreamContext& ctx, CudaStream s, bool in_nhwc, const char* what, Find find,
+            Choice<Algo>& out) {
+  Perf perf[kMax];
   int count = 0;
   void* ws = ctx.workspace.ensure(kSearchWorkspace, s);
   use_math(plan, plan_math(plan));
-  return searched(cudnnFindConvolutionForwardAlgorithmEx(ctx.cudnn, d.x, x, d.w, w, plan.conv, d.y, y,
-                                                         CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &count, perf, ws,
-                                                         kSearchWorkspace),
-                  "forward", in_nhwc && plan.allows(false)) &&
+  return searched(find(plan.descs(in_nhwc), perf, &count, ws), what, in_nhwc && plan.allows(false)) &&
          record(plan, perf, count, in_nhwc, out);
+}
+
+bool search_forward(const ConvPlan& plan, StreamContext& ctx, CudaStream s, bool in_nhwc, const void* x,
+                    const void* w, void* y, Choice<cudnnConvolutionFwdAlgo_t>& out) {
+  constexpr int kMax = CUDNN_CONVOLUTION_FWD_ALGO_COUNT;
+  return search<cudnnConvolutionFwdAlgoPerf_t, kMax>(
+      plan, ctx, s, in_nhwc, "forward",
+      [&](const ConvDescs& d, cudnnConvolutionFwdAlgoPerf_t* perf, int* count, void* ws) {
+        return cudnnFindConvolutionForwardAlgorithmEx(ctx.cudnn, d.x, x, d.w, w, plan.conv, d.y, y, kMax, count, perf,
+                                                      ws, kSearchWorkspace);
+      },
+      out);
 }
 
 bool search_backward_filter(const ConvPlan& plan, StreamContext& ctx, CudaStream s, bool in_nhwc, const void* x,
                             const void* dy, void* dw, Choice<cudnnConvolutionBwdFilterAlgo_t>& out) {
-  const ConvDescs& d = plan.descs(in_nhwc);
-  cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
-  int count = 0;
-  void* ws = ctx.workspace.ensure(kSearchWorkspace, s);
-  use_math(plan, plan_math(plan));
-  return searched(cudnnFindConvolutionBackwardFilterAlgorithmEx(ctx.cudnn, d.x, x, d.y, dy, plan.conv, d.w, dw,
-                                                                CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &count, perf,
-                                                                ws, kSearchWorkspace),
-                  "backward-filter", in_nhwc && plan.allows(false)) &&
-         record(plan, perf, count, in_nhwc, out);
+  constexpr int kMax = CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT;
+  return search<cudnnConvolutionBwdFilterAlgoPerf_t, kMax>(
+      plan, ctx, s, in_nhwc, "backward-filter",
+      [&](const ConvDescs& d, cudnnConvolutionBwdFilterAlgoPerf_t* perf, int* count, void* ws) {
+        return cudnnFindConvolutionBackwardFilterAlgorithmEx(ctx.cudnn, d.x, x, d.y, dy, plan.conv, d.w, dw, kMax,
+                                                             count, perf, ws, kSearchWorkspace);
+      },
+      out);
 }
 
 bool search_backward_data(const ConvPlan& plan, StreamContext& ctx, CudaStream s, bool in_nhwc, const void* w,
                           const void* dy, void* dx, Choice<cudnnConvolutionBwdDataAlgo_t>& out) {
-  const ConvDescs& d = plan.descs(in_nhwc);
-  cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
-  int count = 0;
-  void* ws = ctx.workspace.ensure(kSearchWorkspace, s);
-  use_math(plan, plan_math(plan));
-  return searched(cudnnFindConvolutionBackwardDataAlgorithmEx(ctx.cudnn, d.w, w, d.y, dy, plan.conv, d.x, dx,
-                                                              CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &count, perf, ws,
-                                                              kSearchWorkspace),
-                  "backward-data", in_nhwc && plan.allows(false)) &&
-         record(plan, perf, count, in_nhwc, out);
+  constexpr int kMax = CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT;
+  return search<cudnnConvolutionBwdDataAlgoPerf_t, kMax>(
+      plan, ctx, s, in_nhwc, "backward-data",
+      [&](const ConvDescs& d, cudnnConvolutionBwdDataAlgoPerf_t* perf, int* count, void* ws) {
+        return cudnnFindConvolutionBackwardDataAlgorithmEx(ctx.cudnn, d.w, w, d.y, dy, plan.conv, d.x, dx, kMax, count,
+                                                           perf, ws, kSearchWorkspace);
+      },
+      out);
 }
 
 // The plan a convolution runs with: bf16 where cuDNN supports the shape, else TF32 (bf16 mode), or the

@@ -27,6 +27,21 @@ namespace {
 using testing::PrecisionScope;
 using testing::rel_l2_diff;
 
+// The small network every test here runs (10 classes, 99-pixel input), and a fresh seed per run,
+// printed so a failure can be replayed.
+ModelConfig small_model() {
+  ModelConfig cfg;
+  cfg.num_classes = 10;
+  cfg.input_size = 99;
+  return cfg;
+}
+
+uint64_t printed_seed() {
+  const uint64_t seed = static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
+  std::printf("seed %llu\n", static_cast<unsigned long long>(seed));
+  return seed;
+}
+
 struct Case {
   const char* name;
   NormKind norm;
@@ -40,13 +55,10 @@ TEST_P(AlexNetCuda, MatchesTheCpuGraph) {
   if (gpus == 0) GTEST_SKIP() << "no CUDA device: " << device_summary();
   const Case c = GetParam();
   const PrecisionScope float32(Precision::kFloat32);
-  ModelConfig cfg;
-  cfg.num_classes = 10;
-  cfg.input_size = 99;
+  ModelConfig cfg = small_model();
   cfg.norm = c.norm;
   cfg.activation = c.act;
-  const uint64_t seed = static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
-  std::printf("seed %llu\n", static_cast<unsigned long long>(seed));
+  const uint64_t seed = printed_seed();
   const int64_t n = 6;
   Tensor images = testing::random_tensor({n, 3, 99, 99}, seed, -100, 100).to(DType::kF32);
   std::vector<int64_t> lab(n), ids(n);
@@ -93,11 +105,8 @@ INSTANTIATE_TEST_SUITE_P(Norms, AlexNetCuda,
 TEST(AlexNetCudaInput, ABatchOnTheGpuIsUsedInPlaceAndLeftAlone) {
   if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device: " << device_summary();
   const PrecisionScope float32(Precision::kFloat32);
-  ModelConfig cfg;
-  cfg.num_classes = 10;
-  cfg.input_size = 99;
-  const uint64_t seed = static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
-  std::printf("seed %llu\n", static_cast<unsigned long long>(seed));
+  ModelConfig cfg = small_model();
+  const uint64_t seed = printed_seed();
   const int64_t n = 4;
   const Tensor host = testing::random_tensor({n, 3, 99, 99}, seed, -100, 100).to(DType::kF32);
   const Tensor other = testing::random_tensor({n, 3, 99, 99}, seed + 1, -100, 100).to(DType::kF32);
@@ -127,11 +136,8 @@ TEST(AlexNetCudaInput, ABatchOnTheGpuIsUsedInPlaceAndLeftAlone) {
 TEST(AlexNetCudaPrecision, Tf32AndBf16StayCloseToTheCpu) {
   const int gpus = cuda_device_count();
   if (gpus == 0) GTEST_SKIP() << "no CUDA device: " << device_summary();
-  ModelConfig cfg;
-  cfg.num_classes = 10;
-  cfg.input_size = 99;
-  const uint64_t seed = static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
-  std::printf("seed %llu\n", static_cast<unsigned long long>(seed));
+  ModelConfig cfg = small_model();
+  const uint64_t seed = printed_seed();
   const int64_t n = 8;
   Tensor images = testing::random_tensor({n, 3, 99, 99}, seed, -100, 100).to(DType::kF32);
   std::vector<int64_t> lab(n);
@@ -177,11 +183,8 @@ TEST(AlexNetCudaCrops, CropBatchIsTheCpuGraphOnNormalisedCrops) {
   const int gpus = cuda_device_count();
   if (gpus == 0) GTEST_SKIP() << "no CUDA device: " << device_summary();
   const PrecisionScope float32(Precision::kFloat32);
-  ModelConfig cfg;
-  cfg.num_classes = 10;
-  cfg.input_size = 99;
-  const uint64_t seed = static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
-  std::printf("seed %llu\n", static_cast<unsigned long long>(seed));
+  ModelConfig cfg = small_model();
+  const uint64_t seed = printed_seed();
   const int64_t n = 4, crop = cfg.input_size, side = crop + 8;
   ImageStats stats;
   stats.side = static_cast<int>(side);
@@ -247,8 +250,7 @@ TEST(AlexNetCudaTraining, LossCurvesMatchTheCpuAndBf16KeepsUp) {
   ModelConfig cfg;
   cfg.num_classes = 4;
   cfg.input_size = 99;
-  const uint64_t seed = static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
-  std::printf("seed %llu\n", static_cast<unsigned long long>(seed));
+  const uint64_t seed = printed_seed();
   const int64_t n = 16, plane = 3 * 99 * 99;
   Tensor pattern = testing::random_tensor({cfg.num_classes, plane}, seed + 1, -60, 60).to(DType::kF32);
   auto batch = [&](int step, Tensor& images, Tensor& labels) {
