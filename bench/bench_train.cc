@@ -137,20 +137,29 @@ int main(int argc, char** argv) {
     // first searches cuDNN's algorithms and grows the workspaces, and a bf16 convolution that cuDNN
     // refuses only in backward searches its TF32 fallback's forward in the second.
     const int warmup = cuda ? 3 : 1;
+    // Also the GPU's tail: how long after the host has queued the whole step (pass and SGD) the GPU
+    // finishes it. Near 0, the GPU waits for the host's launches (what a CUDA graph would remove).
+    double tail = 0;
     auto time_steps = [&](const std::function<void(const PassOptions&)>& pass) {
-      std::vector<double> times;
+      std::vector<double> times, tails;
       for (int it = 0; it < warmup + iters; ++it) {
         PassOptions opt;
         opt.step = static_cast<uint64_t>(it);
         auto t0 = std::chrono::steady_clock::now();
         pass(opt);
         net.sgd_step(0.01, 0.9, 0.0005);
+        const double queued = seconds_since(t0);
         sync();
-        if (it >= warmup) times.push_back(seconds_since(t0));
+        if (it >= warmup) {
+          times.push_back(seconds_since(t0));
+          tails.push_back(times.back() - queued);
+        }
       }
+      tail = median(tails);
       return median(times);
     };
     const double sec = time_steps([&](const PassOptions& opt) { net.train_pass(x, y, opt); });
+    if (cuda) std::printf("ours_gpu_tail_s %.6f\n", tail);
     const double ips = batch / sec;
     const double gflop = train_gflop_per_image(cfg.model);
     std::printf("ours_step_s %.6f\nours_img_per_s %.2f\ngflop_per_image %.3f\nours_gflops %.1f\n", sec, ips,

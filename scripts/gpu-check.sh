@@ -396,8 +396,16 @@ print("\n".join(sorted(e for e in exes if e)))')
            >"$logs/bench_float32_8.log" 2>&1; then
         step8=$(awk '/^ours_step_s/ {printf "%.2f", $2 * 1000}' "$logs/bench_float32_8.log")
       fi
+      # And how long the GPU still works after the host has queued a whole step: near 0 ms, the GPU
+      # waits for the launches.
+      tails=""
+      for run in float32_128 bf16_128 float32_8; do
+        t=$(awk '/^ours_gpu_tail_s/ {printf "%.2f", $2 * 1000}' "$logs/bench_$run.log" 2>/dev/null || true)
+        tails="$tails ${run/_/ batch }: ${t:-failed} ms;"
+      done
       echo
       echo "launch floor (float32): ${step8} ms per step at batch 8, ${step128:-failed} ms at batch 128"
+      echo "GPU tail after the host queued the step (median):${tails%;}"
       # What the per-pass layout choice gains: bf16 at batch 128 with every convolution in NCHW.
       nchw=failed
       if limited 60 "$pack/app/bench_train" --device cuda --batch 128 --iters 20 --no-sgemm --no-crops \
