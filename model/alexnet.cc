@@ -154,6 +154,7 @@ AlexNet::AlexNet(const ModelConfig& cfg, std::array<Device, kTowers> devices)
         tw.p.push_back(tw.params.slice0(off, off + n).view(shape));
         tw.g.push_back(tw.grads.slice0(off, off + n).view(shape));
         tw.v.push_back(tw.velocity.slice0(off, off + n).view(shape));
+        if (p.decay) tw.decay_ranges.emplace_back(off, off + n);
         off += arena_slot(n);
       } else {
         tw.p.push_back(Tensor::zeros(shape, DType::kF32, devices_[t]));
@@ -763,6 +764,11 @@ Tensor AlexNet::activation(int tower, const std::string& name) const {
 void AlexNet::sgd_step(double lr, double momentum, double weight_decay) {
   for (Tower& tw : towers_) {
     ops::StreamScope on(tw.stream.get());
+    if (tw.params.device().is_cuda()) {
+      // One launch for the tower's whole arena (the padding between tensors is zero and stays zero).
+      ops::sgd_update_arena(tw.params, tw.grads, tw.velocity, tw.decay_ranges, lr, momentum, weight_decay);
+      continue;
+    }
     for (size_t i = 0; i < table_.size(); ++i)
       if (table_[i].trainable)
         ops::sgd_update(tw.p[i], tw.g[i], tw.v[i], lr, momentum, table_[i].decay ? weight_decay : 0.0);

@@ -9,6 +9,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/config.h"
@@ -180,6 +181,9 @@ class AlexNet {
     // ws["x"] is the caller's batch, already on this tower's GPU and used in place: it must not be
     // taken as scratch (written into) by a later pass.
     bool input_is_callers = false;
+    // The arena ranges [begin, end) of the weight-decayed tensors (conv and FC weights), for the
+    // one-launch SGD step of a CUDA tower.
+    std::vector<std::pair<int64_t, int64_t>> decay_ranges;
   };
 
   int index_of(const std::string& name) const;

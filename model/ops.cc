@@ -141,6 +141,25 @@ void sgd_update(Tensor& w, const Tensor& g, Tensor& v, double lr, double momentu
   ALEXNET_ON_DEVICE(sgd_update_cuda(w, g, v, lr, momentum, weight_decay, current_stream()));
 }
 
+void sgd_update_arena(Tensor& w, const Tensor& g, Tensor& v, const std::vector<std::pair<int64_t, int64_t>>& decay,
+                      double lr, double momentum, double weight_decay) {
+  ALEXNET_ASSERT(w.device().is_cuda(), "sgd_update_arena on ", w.describe(), ": CUDA tensors only");
+#if ALEXNET_WITH_CUDA
+  SgdDecayRanges ranges;
+  ALEXNET_ASSERT(decay.size() <= static_cast<size_t>(SgdDecayRanges::kMax), "sgd_update_arena: ", decay.size(),
+                 " decay ranges, at most ", SgdDecayRanges::kMax);
+  for (const auto& [begin, end] : decay) {
+    ranges.begin[ranges.count] = begin;
+    ranges.end[ranges.count] = end;
+    ++ranges.count;
+  }
+  sgd_update_arena_cuda(w, g, v, ranges, lr, momentum, weight_decay, current_stream());
+#else
+  (void)g, (void)v, (void)decay, (void)lr, (void)momentum, (void)weight_decay;
+  ALEXNET_FAIL("unreachable: no CUDA backend");
+#endif
+}
+
 void softmax_xent_rows(const Tensor& logits, const Tensor& labels, Tensor& probs, Tensor& row_loss) {
   ALEXNET_CHECK(!logits.device().is_cpu(), "softmax_xent_rows: ", logits.describe(),
                 " is on the host (the CPU graph calls softmax_xent_forward_cpu)");

@@ -5,6 +5,8 @@
 
 #include <cstdint>
 #include <memory>
+#include <utility>
+#include <vector>
 
 #include "model/layers.h"
 
@@ -73,6 +75,11 @@ void dropout_backward(const Tensor& dy, const Tensor& mask, double p, Tensor& dx
 void normalize_crops(const Tensor& crops, const Tensor& placement, const Tensor& lighting, const Tensor& mean,
                      Tensor& out);
 void sgd_update(Tensor& w, const Tensor& g, Tensor& v, double lr, double momentum, double weight_decay);
+// The same over whole arenas of a CUDA device in one launch (sgd_update_arena_cuda): elements in the
+// ranges [begin, end) of `decay` get weight_decay, the others none. Errors for CPU tensors (the CPU
+// backend updates tensor by tensor).
+void sgd_update_arena(Tensor& w, const Tensor& g, Tensor& v, const std::vector<std::pair<int64_t, int64_t>>& decay,
+                      double lr, double momentum, double weight_decay);
 // Softmax cross-entropy on a CUDA device without waiting for it (softmax_xent_rows_cuda): probs and each
 // row's loss (float64 [N]), read back later; the CPU graph calls softmax_xent_forward_cpu. labels: int64 [N]
 // on the logits' device.

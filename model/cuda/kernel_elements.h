@@ -1,6 +1,6 @@
 // What one GPU thread computes for one output element of our own kernels (LRN, max pooling, dropout, the
 // input step, the NCHW <-> NHWC change of bf16 convolution operands, the per-thread part of the channel
-// sums), as host-and-device functions:
+// sums, the SGD step), as host-and-device functions:
 // model/cuda/layers_cuda.cu and dense_cuda.cu run them in their grid-stride kernels, and tests/model/test_kernel_elements.cc runs the same functions on the host over every
 // element against the CPU backend, so their index arithmetic and formulas are checked in every build,
 // with or without a GPU. Plain C++ outside nvcc (ALEXNET_HD, core/rng.h).
@@ -196,6 +196,20 @@ ALEXNET_HD void column_thread_sums(const Term& term, int lane, int row, int64_t 
   const int64_t c = b * 32 + lane, n0 = g * N / G, n1 = (g + 1) * N / G;
   if (c < C)
     for (int64_t n = n0 + row; n < n1; n += 8) term(n * C + c, c, acc);
+}
+
+// The paper's SGD rule for element i (sgd_update_cpu's expression): v <- mom v - decay w - rate g; w <- w + v.
+ALEXNET_HD void sgd_element(int64_t i, float* w, const float* g, float* v, float mom, float decay, float rate) {
+  const float vi = mom * v[i] - decay * w[i] - rate * g[i];
+  v[i] = vi;
+  w[i] = w[i] + vi;
+}
+
+// Whether i lies in one of `count` ranges [begin[r], end[r]) (the weight-decayed tensors of an arena).
+ALEXNET_HD bool in_ranges(int64_t i, int count, const int64_t* begin, const int64_t* end) {
+  bool in = false;
+  for (int r = 0; r < count; ++r) in |= i >= begin[r] && i < end[r];
+  return in;
 }
 
 }  // namespace alexnet::kernel

@@ -148,10 +148,16 @@ __global__ void softmax_bwd(const float* probs, const int64_t* labels, float* d,
 // ---- SGD (paper §5) ----
 
 __global__ void sgd(float* w, const float* g, float* v, int64_t n, float mom, float decay, float rate) {
+  ALEXNET_FOR_EACH(i, n) kernel::sgd_element(i, w, g, v, mom, decay, rate);
+}
+
+// An arena at once: the decay of element i is `decay` inside the ranges, 0 outside (as sgd_update_cuda
+// is called with weight_decay 0 for those tensors).
+__global__ void sgd_arena(float* w, const float* g, float* v, int64_t n, SgdDecayRanges ranges, float mom,
+                          float decay, float rate) {
   ALEXNET_FOR_EACH(i, n) {
-    const float vi = mom * v[i] - decay * w[i] - rate * g[i];
-    v[i] = vi;
-    w[i] = w[i] + vi;
+    const bool decays = kernel::in_ranges(i, ranges.count, ranges.begin, ranges.end);
+    kernel::sgd_element(i, w, g, v, mom, decays ? decay : 0.0f, rate);
   }
 }
 
@@ -425,6 +431,24 @@ void sgd_update_cuda(Tensor& w, const Tensor& g, Tensor& v, double lr, double mo
                                                  static_cast<float>(momentum), static_cast<float>(weight_decay * lr),
                                                  static_cast<float>(lr));
   launched("sgd_update");
+}
+
+void sgd_update_arena_cuda(Tensor& w, const Tensor& g, Tensor& v, const SgdDecayRanges& decay, double lr,
+                           double momentum, double weight_decay, CudaStream s) {
+  check_f32(w, "sgd_update_arena", "w");
+  check_like(g, w, "sgd_update_arena", "g");
+  check_like(v, w, "sgd_update_arena", "v");
+  ALEXNET_ASSERT(w.ndim() == 1 && decay.count >= 0 && decay.count <= SgdDecayRanges::kMax,
+                 "sgd_update_arena: w ", w.describe(), ", ", decay.count, " decay ranges");
+  for (int r = 0; r < decay.count; ++r)
+    ALEXNET_ASSERT(decay.begin[r] >= 0 && decay.begin[r] <= decay.end[r] && decay.end[r] <= w.numel(),
+                   "sgd_update_arena: decay range [", decay.begin[r], ", ", decay.end[r], ") of an arena of ",
+                   w.numel());
+  set_device(w);
+  sgd_arena<<<blocks_for(w.numel()), kThreads, 0, s>>>(w.data<float>(), g.data<float>(), v.data<float>(), w.numel(),
+                                                       decay, static_cast<float>(momentum),
+                                                       static_cast<float>(weight_decay * lr), static_cast<float>(lr));
+  launched("sgd_update_arena");
 }
 
 namespace {

@@ -62,6 +62,16 @@ void softmax_xent_backward_cuda(const Tensor& probs, const Tensor& labels, Tenso
 // The paper's rule: v <- momentum v - weight_decay lr w - lr g; w <- w + v (one fused pass).
 void sgd_update_cuda(Tensor& w, const Tensor& g, Tensor& v, double lr, double momentum, double weight_decay,
                      CudaStream stream);
+// The same rule over whole arenas w, g, v (float32 [n] on one device) in one launch: element i decays
+// when it lies in one of the ranges of `decay` (the conv and FC weights), else not (biases, batch-norm
+// parameters, the zero padding between tensors). Each element runs sgd_update_cuda's expression.
+struct SgdDecayRanges {
+  static constexpr int kMax = 32;
+  int count = 0;
+  int64_t begin[kMax] = {}, end[kMax] = {};
+};
+void sgd_update_arena_cuda(Tensor& w, const Tensor& g, Tensor& v, const SgdDecayRanges& decay, double lr,
+                           double momentum, double weight_decay, CudaStream stream);
 
 // ---- the input step ----
 

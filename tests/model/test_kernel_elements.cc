@@ -1,9 +1,9 @@
 // The per-element functions of our CUDA kernels (model/cuda/kernel_elements.h), run on the host over
 // every element, against the CPU backend: max pooling (ties and NaNs), its gradient, dropout and the
 // input step bit for bit (what the GPU must match exactly), LRN across and within channels within
-// float rounding, the NCHW <-> NHWC index map of the bf16 convolution operands, and the coverage of the
-// channel sums. Runs in every build, with or without a GPU; the GPU tests then check the kernels
-// themselves on a device.
+// float rounding, the NCHW <-> NHWC index map of the bf16 convolution operands, the coverage of the
+// channel sums, and the SGD step. Runs in every build, with or without a GPU; the GPU tests then check
+// the kernels themselves on a device.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -11,6 +11,7 @@
 #include <cstring>
 #include <limits>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "core/rng.h"
@@ -231,6 +232,32 @@ TEST(KernelElements, ChannelSumsVisitEveryElementOnce) {
           << shape_str(s) << " G " << G << " (rows)";
     }
   }
+}
+
+// The SGD step of the CUDA kernels (per tensor and over a whole arena) is sgd_update_cpu's rule, within
+// float rounding (compilers may fuse its products into FMAs differently); an element decays exactly
+// inside the ranges.
+TEST(KernelElements, SgdIsTheCpusUpdateAndDecaysOnlyInsideTheRanges) {
+  const int64_t n = 1000;
+  Tensor w = uniform({n}, 71), g = uniform({n}, 72), v = uniform({n}, 73, -0.1, 0.1);
+  const double lr = 0.01, momentum = 0.9, wd = 0.0005;
+  const int64_t begin[] = {0, 400}, end[] = {300, 990};
+  Tensor cw = w.clone(), cv = v.clone();
+  // The CPU reference: the decayed ranges with weight decay, the rest without.
+  for (const auto& [lo, hi, decays] : {std::tuple{int64_t{0}, int64_t{300}, true}, std::tuple{int64_t{300}, int64_t{400}, false},
+                                       std::tuple{int64_t{400}, int64_t{990}, true}, std::tuple{int64_t{990}, n, false}}) {
+    Tensor ws = cw.slice0(lo, hi), gs = g.slice0(lo, hi), vs = cv.slice0(lo, hi);
+    sgd_update_cpu(ws, gs, vs, lr, momentum, decays ? wd : 0.0);
+  }
+  for (int64_t i = 0; i < n; ++i) {
+    const bool decays = kernel::in_ranges(i, 2, begin, end);
+    EXPECT_EQ(decays, (i < 300) || (i >= 400 && i < 990)) << i;
+    kernel::sgd_element(i, w.data<float>(), g.data<float>(), v.data<float>(), static_cast<float>(momentum),
+                        decays ? static_cast<float>(wd * lr) : 0.0f, static_cast<float>(lr));
+  }
+  EXPECT_LE(max_rel_diff(w, cw), 1e-6);
+  EXPECT_LE(max_rel_diff(v, cv), 1e-6);
+  EXPECT_FALSE(kernel::in_ranges(5, 0, begin, end));
 }
 
 }  // namespace

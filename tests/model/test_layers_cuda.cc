@@ -9,6 +9,8 @@
 #include <cstring>
 #include <limits>
 #include <string>
+#include <tuple>
+#include <vector>
 
 #include "core/config.h"
 #include "core/device.h"
@@ -342,6 +344,36 @@ TEST_F(CudaLayers, PaperSgdUpdate) {
   cuda_sync_check(nullptr, "sgd");
   EXPECT_LE(max_rel(gw, w), 1e-6);
   EXPECT_LE(max_rel(gv, v), 1e-5);
+}
+
+// The one-launch SGD over an arena against sgd_update_cuda tensor by tensor: weight decay exactly inside
+// the ranges, none between them (biases) or in the padding, whose zeros stay zero.
+TEST_F(CudaLayers, ArenaSgdIsThePerTensorUpdate) {
+  const int64_t n = 5000;
+  Tensor w = host({n}), g = host({n}), v = host({n}, -0.01, 0.01);
+  for (int64_t i = 4000; i < n; ++i) w.data<float>()[i] = g.data<float>()[i] = v.data<float>()[i] = 0.0f;  // padding
+  Tensor aw = gpu(w), ag = gpu(g), av = gpu(v), tw = gpu(w), tg = gpu(g), tv = gpu(v);
+  SgdDecayRanges decay;
+  decay.count = 2;
+  decay.begin[0] = 0, decay.end[0] = 1500, decay.begin[1] = 2000, decay.end[1] = 3900;
+  const std::vector<std::tuple<int64_t, int64_t, bool>> tensors = {
+      {0, 1500, true}, {1500, 2000, false}, {2000, 3900, true}, {3900, 4000, false}};
+  for (int step = 0; step < 3; ++step) {
+    sgd_update_arena_cuda(aw, ag, av, decay, 0.01, 0.9, 0.0005, nullptr);
+    for (const auto& [lo, hi, decays] : tensors) {
+      Tensor ws = tw.slice0(lo, hi), gs = tg.slice0(lo, hi), vs = tv.slice0(lo, hi);
+      sgd_update_cuda(ws, gs, vs, 0.01, 0.9, decays ? 0.0005 : 0.0, nullptr);
+    }
+  }
+  cuda_sync_check(nullptr, "arena sgd");
+  EXPECT_LE(max_rel(aw, tw), 1e-6);
+  EXPECT_LE(max_rel(av, tv), 1e-6);
+  const Tensor pad = aw.clone(Device::cpu()).slice0(4000, n);
+  for (int64_t i = 0; i < pad.numel(); ++i) ASSERT_EQ(pad.data<float>()[i], 0.0f) << "padding element " << i;
+  SgdDecayRanges bad;
+  bad.count = 1;
+  bad.begin[0] = 10, bad.end[0] = n + 1;
+  EXPECT_THROW(sgd_update_arena_cuda(aw, ag, av, bad, 0.01, 0.9, 0.0005, nullptr), InternalError);
 }
 
 // conv1 (11/4/0), conv2 (5/1/2, groups 2), conv3 (3/1/1), conv4/5 (3/1/1, groups 2), small batches.
