@@ -99,6 +99,34 @@ INSTANTIATE_TEST_SUITE_P(Norms, AlexNetCuda,
                                            Case{"none_tanh", NormKind::kNone, Activation::kTanh}),
                          [](const auto& info) { return std::string(info.param.name); });
 
+// The one-launch SGD step of a CUDA tower decays exactly the tensors marked `decay` (conv and FC
+// weights): with zero gradients and velocity, one step at lr 0.1 and weight decay 0.5 scales every
+// weight by 0.95 and leaves every bias and batch-norm parameter as it was, bit for bit.
+TEST(AlexNetCudaSgd, DecayReachesTheWeightsAndNothingElse) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device: " << device_summary();
+  for (NormKind norm : {NormKind::kLrn, NormKind::kBatchNorm}) {
+    ModelConfig cfg = small_model();
+    cfg.norm = norm;
+    AlexNet net(cfg, {Device::cuda(0), Device::cuda(0)});
+    net.init_scaled(printed_seed() % 1000);
+    const auto before = net.state();
+    net.sgd_step(0.1, 0.9, 0.5);  // a fresh model: gradients and velocity are zero
+    const auto after = net.state();
+    for (const ParamInfo& p : net.table()) {
+      if (!p.trainable) continue;
+      const Tensor& b = before.at(p.name);
+      const Tensor& a = after.at(p.name);
+      if (p.decay) {
+        Tensor want = b.clone();
+        for (int64_t i = 0; i < want.numel(); ++i) want.data<float>()[i] *= 0.95f;
+        EXPECT_LE(testing::max_rel_diff(a, want), 1e-6) << enum_name(norm) << " " << p.name;
+      } else {
+        EXPECT_EQ(std::memcmp(a.raw_data(), b.raw_data(), b.nbytes()), 0) << enum_name(norm) << " " << p.name;
+      }
+    }
+  }
+}
+
 // A batch already on tower 0's GPU (as a benchmark keeps it) is used in place: the pass gives the same
 // bits as the same batch from the host, leaves the caller's tensor as it was, and a later pass from the
 // host does not write into it.
