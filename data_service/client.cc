@@ -2,7 +2,6 @@
 #include "data_service/client.h"
 
 #include <chrono>
-#include <cstring>
 #include <thread>
 
 #include "core/error.h"

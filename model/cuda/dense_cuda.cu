@@ -793,10 +793,13 @@ bool conv_backward_bf16(ConvPlan& plan, StreamContext& ctx, const Tensor& x, con
       if (dx && !search_backward_data(plan, ctx, s, nhwc, wb, dyb, dxb, data[nhwc])) continue;
       ok[nhwc] = true;
       det[nhwc] = filter[nhwc].deterministic && (!dx || data[nhwc].deterministic);
-      widen(dwb, dxb, nhwc);  // dw and dx are written again by the call itself below
+      // Only what this search adds: with the filter gradient chosen earlier, its operands and dw are
+      // already in its time (and dwb holds nothing).
+      __nv_bfloat16* const searched_dwb = plan.bwd_filter.chosen ? nullptr : dwb;
+      widen(searched_dwb, dxb, nhwc);  // dw and dx are written again by the call itself below
       const float extra = time_on(s, [&] {
-        if (!plan.bwd_filter.chosen) convert_operands(xb, wb, dyb, nhwc);
-        widen(plan.bwd_filter.chosen ? nullptr : dwb, dxb, nhwc);
+        if (searched_dwb) convert_operands(xb, wb, dyb, nhwc);
+        widen(searched_dwb, dxb, nhwc);
       });
       launched("conv2d_backward (the layout search's conversions)");
       ms[nhwc] = filter[nhwc].ms + (dx ? data[nhwc].ms : 0.0f) + extra;
