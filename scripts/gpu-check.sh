@@ -34,6 +34,10 @@ pmix_root=/usr/lib/x86_64-linux-gnu/pmix2
 skip_lib() {
   case "$(basename "$1")" in
     libc.so*|libm.so*|libdl.so*|libpthread.so*|librt.so*|ld-linux*|libgcc_s.so*|libstdc++.so*) return 0 ;;
+    # The rest of glibc (HDF5's libcurl pulls in libresolv): its parts use each other's private symbols,
+    # so one from Debian's glibc beside the GPU machine's libc would not match it.
+    libresolv.so*|libnss_*|libnsl.so*|libutil.so*|libanl.so*|libmvec.so*|libBrokenLocale.so*) return 0 ;;
+    libthread_db.so*|libc_malloc_debug.so*|libmemusage.so*|libpcprofile.so*|libSegFault.so*) return 0 ;;
     libcuda.so*|libcudart.so*|libcudnn*|libcublas*|libnccl.so*|libnvrtc*|libnvJitLink*) return 0 ;;
   esac
   return 1
@@ -55,10 +59,17 @@ fabric_component() {
   grep -qE 'lib(ucp|ucs|uct|ucm|fabric|ibverbs|rdmacm|psm|psm2|psm_infinipath|infinipath|oshmem)\.so' <<<"$deps"
 }
 
+# Python of the GPU machine (PyTorch, the small table helpers) under that machine's own library path,
+# not the bundle's: the bundle's OpenSSL, zlib or libgomp must not replace the ones PyTorch was built with.
+# host_env (set by bundle_env) is the command prefix that restores it.
+host_env=(env)
+host_python() { "${host_env[@]}" python3 "$@"; }
+
 # The environment under which the bundle in $1 runs: its libraries first, then PyTorch's CUDA
 # libraries; Open MPI and PMIx told where their relocated trees are.
 bundle_env() {
-  local pack=$1 torch_libs
+  local pack=$1 torch_libs path
+  if [ -n "${LD_LIBRARY_PATH+set}" ]; then host_env=(env "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"); else host_env=(env -u LD_LIBRARY_PATH); fi
   torch_libs=$(python3 - <<'PY' 2>/dev/null || true
 import glob, os
 try:
@@ -69,7 +80,10 @@ except Exception:
 print(":".join(sorted({d for r in roots for d in glob.glob(os.path.join(r, "*", "lib"))})))
 PY
 )
-  export LD_LIBRARY_PATH="$pack/lib:${torch_libs}:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
+  # No empty entry: the loader would read it as the current folder.
+  path="$pack/lib:${torch_libs}:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
+  path=$(sed -E 's/:+/:/g; s/^:|:$//g' <<<"$path")
+  export LD_LIBRARY_PATH="$path"
   export OPAL_PREFIX="$pack/ompi" OPAL_EXEC_PREFIX="$pack/ompi" OPAL_BINDIR="$pack/ompi/bin" \
          OPAL_LIBDIR="$pack/lib" OPAL_PKGLIBDIR="$pack/ompi/components" OPAL_DATADIR="$pack/ompi/share" \
          OPAL_DATAROOTDIR="$pack/ompi/share" OPAL_PKGDATADIR="$pack/ompi/share/openmpi" \
@@ -81,41 +95,54 @@ PY
   export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 }
 
-# The last record of each kind in a run's metrics.jsonl, as one table row.
+# The last record of each kind in a run's metrics.jsonl, as one table row; "n/a" for whatever the run
+# did not get to write (a missing file, a cut-off line, null for a value that was not finite).
 demo_row() {
-  python3 - "$@" <<'PY'
+  host_python - "$@" <<'PY' || echo "| $1 | n/a | n/a | n/a | n/a | n/a |"
 import json, sys
 label, metrics, batch = sys.argv[1], sys.argv[2], int(sys.argv[3])
 last = {}
 try:
     with open(metrics) as f:
         for line in f:
-            r = json.loads(line)
-            last[r["kind"]] = r
+            try:
+                r = json.loads(line)
+                last[r["kind"]] = r
+            except (ValueError, KeyError, TypeError):
+                pass
 except OSError:
     pass
+def num(record, key):
+    v = (record or {}).get(key)
+    return v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+def cell(v, f, scale=1.0):
+    return f % (v * scale) if v is not None else "n/a"
 t, e, s = last.get("train"), last.get("eval"), last.get("summary")
-def cell(v, f):
-    return f % v if v is not None else "n/a"
+step_s = num(s, "step_s")
 print("| %s | %s | %s | %s | %s | %s |" % (
     label,
-    cell(s and s["steps_run"], "%d"),
-    cell(s and batch / s["step_s"] if s and s["step_s"] > 0 else None, "%.0f"),
-    cell(t and t["loss"], "%.4f"),
-    cell(e and 100 * e["top1_error"], "%.1f%%"),
-    cell(e and 100 * e["top5_error"], "%.1f%%")))
+    cell(num(s, "steps_run"), "%d"),
+    cell(batch / step_s if step_s else None, "%.0f"),
+    cell(num(t, "loss"), "%.4f"),
+    cell(num(e, "top1_error"), "%.1f%%", 100),
+    cell(num(e, "top5_error"), "%.1f%%", 100)))
 PY
 }
 
-# The run's time budget (GPU_CHECK_BUDGET_S, default 480 s from the start of `run`): each command runs
-# under `timeout` with the smaller of its own cap ($1) and what is left of the budget, so a hung test or
-# benchmark costs its cap, not the lent machine's whole time, and the run ends inside the budget with
-# every table it got to. rc 124 is a timeout; 125 means no budget was left to start it.
+# The run's time budget (GPU_CHECK_BUDGET_S, default 420 s from the start of `run`, which leaves a
+# minute of an 8-minute call for unpacking and for the logs): each command runs under `timeout` with the
+# smallest of its own cap ($1), what is left of its stage (stage_end: the tests may use the first 40 %
+# of the budget, the demo up to 55 %, the benchmark the rest, so slow tests cannot starve the
+# benchmark) and what is left of the budget. A hung test or benchmark then costs its cap, not the lent
+# machine's whole time, and the run ends inside the budget with every table it got to. rc 124 is a
+# timeout; 125 means no time was left to start it.
 budget_end=0
+stage_end=0
 limited() {
-  local cap=$1 left
+  local cap=$1 left end=$budget_end
   shift
-  left=$((budget_end - $(date +%s)))
+  [ "$stage_end" -gt 0 ] && [ "$stage_end" -lt "$end" ] && end=$stage_end
+  left=$((end - $(date +%s)))
   [ "$left" -gt "$cap" ] && left=$cap
   [ "$left" -ge 5 ] || return 125
   timeout -k 5 "$left" "$@"
@@ -209,10 +236,13 @@ print("\n".join(sorted(e for e in exes if e)))')
 
   run)
     [ -f "$bundle_dir/bundle.tar.xz" ] || { echo "gpu-check: no $bundle_dir/bundle.tar.xz (run 'bundle' first)" >&2; exit 1; }
-    budget_end=$(( $(date +%s) + ${GPU_CHECK_BUDGET_S:-480} ))
+    budget=${GPU_CHECK_BUDGET_S:-420}
     run_start=$(date +%s)
+    budget_end=$(( run_start + budget ))
     work=$(mktemp -d)
-    tar -C "$work" -xJf "$bundle_dir/bundle.tar.xz"
+    # tar needs an xz program for .tar.xz; Python's tarfile has its own.
+    tar -C "$work" -xJf "$bundle_dir/bundle.tar.xz" 2>/dev/null ||
+      python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' "$bundle_dir/bundle.tar.xz" "$work"
     pack=$work/pack
     logs=$work/logs
     mkdir -p "$logs"
@@ -233,10 +263,15 @@ print("\n".join(sorted(e for e in exes if e)))')
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || echo "gpu-check: nvidia-smi not available"
     # Which CUDA libraries the product loads there (PyTorch's packages), and PyTorch's own versions.
     ldd "$pack/app/alexnet-worker" | awk '/lib(cudart|cudnn|cublas|nccl)/ {print "gpu-check: " $1 " -> " $3}' || true
-    python3 -c 'import torch; print("gpu-check: torch", torch.__version__, "cuDNN", torch.backends.cudnn.version(),
+    # A library that no folder on the path provides: every program that needs it fails at start.
+    missing=$(ldd "$pack"/app/* "$pack"/bin/* 2>/dev/null | awk '/not found/ {print $1}' | sort -u | paste -sd' ' - || true)
+    [ -z "$missing" ] || echo "gpu-check: WARNING: libraries not found: $missing"
+    echo "gpu-check: $(ldd --version 2>/dev/null | head -1)"
+    host_python -c 'import torch; print("gpu-check: torch", torch.__version__, "cuDNN", torch.backends.cudnn.version(),
 "NCCL", ".".join(map(str, torch.cuda.nccl.version())) if torch.cuda.is_available() else "")' 2>/dev/null || true
     status=0
     if [ "${GPU_CHECK_TESTS:-1}" = 1 ]; then
+      stage_end=$(( run_start + budget * 40 / 100 ))
       rows=()
       gpus=$(nvidia-smi --list-gpus 2>/dev/null | grep -c '^GPU' || true)
       runs=()
@@ -263,7 +298,7 @@ print("\n".join(sorted(e for e in exes if e)))')
         "${command[@]}" >"$log" 2>&1 || rc=$?
         result=$(outcome "$rc")
         [ "$rc" = 0 ] || status=1
-        secs=$(echo "$(date +%s.%N) - $start" | bc)
+        secs=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}')
         passed=$(grep -c '^\[       OK \]' "$log" || true)
         failed=$(grep -cE '^\[  FAILED  \] .* \([0-9]+ ms\)$' "$log" || true)
         skipped=$(grep -cE '^\[  SKIPPED \] .* \([0-9]+ ms\)$' "$log" || true)
@@ -297,6 +332,7 @@ print("\n".join(sorted(e for e in exes if e)))')
       printf '%s\n' "${rows[@]}"
     fi
     if [ "${GPU_CHECK_DEMO:-1}" = 1 ]; then
+      stage_end=$(( run_start + budget * 55 / 100 ))
       # The demo job of scripts/demo.sh through the product's own launcher: 1 data service and 1 worker
       # under the bundled mpirun, both towers on GPU 0 (devices_per_rank 1; one worker reduces nothing,
       # test_comm_nccl covers NCCL).
@@ -334,7 +370,7 @@ print("\n".join(sorted(e for e in exes if e)))')
             echo "gpu-check: two workers on one GPU were not refused"; status=1
           else
             echo "two workers on one GPU (expected to be refused):"
-            grep -m1 -E 'NCCL needs' "$logs/demo_shared_gpu.log" || { tail -5 "$logs/demo_shared_gpu.log"; status=1; }
+            grep -m1 -E 'NCCL needs|devices_per_rank' "$logs/demo_shared_gpu.log" || { tail -5 "$logs/demo_shared_gpu.log"; status=1; }
           fi
         fi
       else
@@ -347,15 +383,21 @@ print("\n".join(sorted(e for e in exes if e)))')
       echo
       echo "| precision | batch | ours img/s | ours TFLOP/s | of the card's peak | PyTorch img/s | ours / PyTorch | ours, uint8 input from the host, img/s | ours, fastest algorithms, img/s | conv passes in NHWC |"
       echo "|---|---|---|---|---|---|---|---|---|---|"
-      for precision in float32 tf32 bf16; do
-        for batch in 128 256; do
+      # Batch 128 at every precision first: if the budget ends early, what is lost is batch 256.
+      stage_end=0
+      failures=()
+      bench_rows() {
+        local batch=$1 precision
+        for precision in float32 tf32 bf16; do
           ours=n/a
           tflops=n/a
           crops=n/a
           nhwc=-
           share=n/a
-          if limited 60 "$pack/app/bench_train" --device cuda --batch "$batch" --iters 20 --no-sgemm \
-               --set "parallel.precision=$precision" >"$logs/bench_${precision}_$batch.log" 2>&1; then
+          rc=0
+          limited 60 "$pack/app/bench_train" --device cuda --batch "$batch" --iters 20 --no-sgemm \
+            --set "parallel.precision=$precision" >"$logs/bench_${precision}_$batch.log" 2>&1 || rc=$?
+          if [ "$rc" = 0 ]; then
             ours=$(awk '/^ours_img_per_s/ {print $2}' "$logs/bench_${precision}_$batch.log")
             tflops=$(awk '/^ours_gflops/ {printf "%.1f", $2 / 1000}' "$logs/bench_${precision}_$batch.log")
             crops=$(awk '/^ours_crops_img_per_s/ {print $2}' "$logs/bench_${precision}_$batch.log")
@@ -367,30 +409,32 @@ print("\n".join(sorted(e for e in exes if e)))')
                        "$logs/bench_${precision}_$batch.log")
             fi
           else
-            ours="failed ($?)"
+            ours=$(outcome "$rc")
             status=1
-            tail -5 "$logs/bench_${precision}_$batch.log"
+            # Printed after the table, which stays in one piece.
+            [ "$rc" = 125 ] || failures+=("--- bench_train, $precision, batch $batch: $ours" "$(tail -5 "$logs/bench_${precision}_$batch.log")")
           fi
           # parallel.deterministic false (cuDNN's fastest algorithms, as cudnn.benchmark picks), batch 128.
           fastest=-
           if [ "$batch" = 128 ]; then
-            fastest=failed
-            if limited 60 "$pack/app/bench_train" --device cuda --batch "$batch" --iters 20 --no-sgemm --no-crops \
-                 --set "parallel.precision=$precision" --set parallel.deterministic=false \
-                 >"$logs/bench_${precision}_${batch}_fastest.log" 2>&1; then
-              fastest=$(awk '/^ours_img_per_s/ {print $2}' "$logs/bench_${precision}_${batch}_fastest.log")
-            fi
+            rc=0
+            limited 60 "$pack/app/bench_train" --device cuda --batch "$batch" --iters 20 --no-sgemm --no-crops \
+              --set "parallel.precision=$precision" --set parallel.deterministic=false \
+              >"$logs/bench_${precision}_${batch}_fastest.log" 2>&1 || rc=$?
+            fastest=$(outcome "$rc")
+            [ "$rc" != 0 ] || fastest=$(awk '/^ours_img_per_s/ {print $2}' "$logs/bench_${precision}_${batch}_fastest.log")
           fi
-          torch=$(limited 90 python3 bench/torch_alexnet_bench.py --device cuda --precision "$precision" --batch "$batch" \
+          torch=$(limited 90 "${host_env[@]}" python3 bench/torch_alexnet_bench.py --device cuda --precision "$precision" --batch "$batch" \
                     --iters 20 --warmup 5 2>"$logs/torch_${precision}_$batch.log" | awk '/^torch_img_per_s/ {print $2}') || torch=""
-          ratio=$(python3 -c "import sys; a, b = sys.argv[1:]; print(f'{float(a) / float(b):.2f}' if a.replace('.', '', 1).isdigit() and b.replace('.', '', 1).isdigit() else 'n/a')" "$ours" "${torch:-n/a}")
+          ratio=$(host_python -c "import sys; a, b = sys.argv[1:]; print(f'{float(a) / float(b):.2f}' if a.replace('.', '', 1).isdigit() and b.replace('.', '', 1).isdigit() else 'n/a')" "$ours" "${torch:-n/a}" || echo n/a)
           echo "| $precision | $batch | $ours | $tflops | ${share:-n/a} | ${torch:-failed} | $ratio | $crops | $fastest | $nhwc |"
         done
-      done
-      # Whether launches bound the step (what CUDA graphs would remove): the same pass at batch 8, where
-      # the GPU's work is small, beside batch 128. A batch-8 step close to the batch-128 one means the
-      # host's launches, not the GPU, set the pace.
-      step128=$(awk '/^ours_step_s/ {printf "%.2f", $2 * 1000}' "$logs/bench_float32_128.log" 2>/dev/null)
+      }
+      bench_rows 128
+      # Then what the lines under the table need, before batch 256. Whether launches bound the step (what
+      # CUDA graphs would remove): the same pass at batch 8, where the GPU's work is small, beside batch
+      # 128. A batch-8 step close to the batch-128 one means the host's launches, not the GPU, set the pace.
+      step128=$(awk '/^ours_step_s/ {printf "%.2f", $2 * 1000}' "$logs/bench_float32_128.log" 2>/dev/null || true)
       step8=failed
       if limited 60 "$pack/app/bench_train" --device cuda --batch 8 --iters 20 --no-sgemm --no-crops \
            >"$logs/bench_float32_8.log" 2>&1; then
@@ -403,9 +447,8 @@ print("\n".join(sorted(e for e in exes if e)))')
         t=$(awk '/^ours_gpu_tail_s/ {printf "%.2f", $2 * 1000}' "$logs/bench_$run.log" 2>/dev/null || true)
         tails="$tails ${run/_/ batch }: ${t:-failed} ms;"
       done
-      echo
-      echo "launch floor (float32): ${step8} ms per step at batch 8, ${step128:-failed} ms at batch 128"
-      echo "GPU tail after the host queued the step (median):${tails%;}"
+      notes=("launch floor (float32): ${step8} ms per step at batch 8, ${step128:-failed} ms at batch 128"
+             "GPU tail after the host queued the step (median):${tails%;}")
       # What the per-pass layout choice gains: bf16 at batch 128 with every convolution in NCHW.
       nchw=failed
       if limited 60 "$pack/app/bench_train" --device cuda --batch 128 --iters 20 --no-sgemm --no-crops \
@@ -413,10 +456,13 @@ print("\n".join(sorted(e for e in exes if e)))')
         nchw=$(awk '/^ours_img_per_s/ {print $2}' "$logs/bench_bf16_128_nchw.log")
       fi
       fastest_layout=$(awk '/^ours_img_per_s/ {print $2}' "$logs/bench_bf16_128.log" 2>/dev/null || true)
-      echo "bf16, batch 128: ${nchw} img/s with NCHW operands only, ${fastest_layout:-failed} img/s with each pass" \
-        "in the layout cuDNN timed fastest"
+      notes+=("bf16, batch 128: ${nchw} img/s with NCHW operands only, ${fastest_layout:-failed} img/s with each pass in the layout cuDNN timed fastest")
+      bench_rows 256
+      echo
+      printf '%s\n' "${notes[@]}"
+      [ ${#failures[@]} = 0 ] || printf '%s\n' "${failures[@]}"
     fi
-    echo "gpu-check: $(( $(date +%s) - run_start )) s in all (budget ${GPU_CHECK_BUDGET_S:-480} s)"
+    echo "gpu-check: $(( $(date +%s) - run_start )) s in all (budget $budget s)"
     exit "$status"
     ;;
 
