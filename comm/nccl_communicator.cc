@@ -35,6 +35,15 @@ struct NcclCommunicator::State {
                   " (", ncclGetLastError(state_ ? state_->comm : nullptr), ")");                              \
   } while (0)
 
+// A call on the non-blocking communicator: ncclInProgress means queued in the background (enqueue then
+// waits for it to settle).
+#define NCCL_QUEUED(expr)                                                                                      \
+  do {                                                                                                         \
+    ncclResult_t r_ = (expr);                                                                                  \
+    ALEXNET_CHECK(r_ == ncclSuccess || r_ == ncclInProgress, "NCCL call ", #expr, " failed on ", describe(), ": ", \
+                  ncclGetErrorString(r_), " (", ncclGetLastError(state_ ? state_->comm : nullptr), ")");          \
+  } while (0)
+
 namespace {
 
 class NcclRequest final : public CommRequest {
@@ -107,19 +116,73 @@ NcclCommunicator::NcclCommunicator(MPI_Comm comm, int device, CUstream_st* sourc
   // issue order, which GradBuckets keeps the same on every rank. Set before the process's first NCCL
   // call (NCCL reads its parameters once); a value from the user's environment stays.
   setenv("NCCL_LAUNCH_ORDER_IMPLICIT", "1", 0);
-  ncclUniqueId id;
-  if (rank() == 0) NCCL_OK(ncclGetUniqueId(&id));
-  mpi_->check(MPI_Bcast(&id, sizeof id, MPI_BYTE, 0, mpi_->comm()), "MPI_Bcast of the NCCL id");
+  // Rank 0's id reaches the others within the timeout (a rank that never gets here must not hang them).
+  std::unique_ptr<ncclUniqueId> id(new ncclUniqueId());
+  if (rank() == 0) NCCL_OK(ncclGetUniqueId(id.get()));
+  MPI_Request request = MPI_REQUEST_NULL;
+  mpi_->check(MPI_Ibcast(id.get(), sizeof *id, MPI_BYTE, 0, mpi_->comm(), &request), "MPI_Ibcast of the NCCL id");
+  try {
+    mpi_->wait_all(&request, 1, "MPI_Ibcast of the NCCL id");
+  } catch (...) {
+    (void)id.release();  // the unfinished broadcast may still write it: left to the process's end
+    throw;
+  }
   ALEXNET_CUDA_CHECK(cudaSetDevice(device));
   ALEXNET_CUDA_CHECK(cudaStreamCreateWithFlags(&state_->stream, cudaStreamNonBlocking));
   ALEXNET_CUDA_CHECK(cudaEventCreateWithFlags(&state_->ready, cudaEventDisableTiming));
-  NCCL_OK(ncclCommInitRank(&state_->comm, size(), id, rank()));
+  // A non-blocking communicator: ncclCommInitRankConfig returns at once and the setup (which waits for
+  // every rank to join) goes on in the background, polled here within the timeout, so a rank that never
+  // joins ends the job with an error instead of hanging it. Its calls may also return ncclInProgress,
+  // which settle() waits out.
+  ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+  config.blocking = 0;
+  const ncclResult_t r = ncclCommInitRankConfig(&state_->comm, size(), *id, rank(), &config);
+  ALEXNET_CHECK(r == ncclSuccess || r == ncclInProgress, "NCCL call ncclCommInitRankConfig failed on ", describe(),
+                ": ", ncclGetErrorString(r), " (", ncclGetLastError(state_->comm), ")");
+  settle("ncclCommInitRankConfig (every rank joining the communicator)");
+}
+
+void NcclCommunicator::settle(const char* call) const {
+  using Clock = std::chrono::steady_clock;
+  const Clock::time_point start = Clock::now();
+  for (;;) {
+    ncclResult_t async = ncclSuccess;
+    const ncclResult_t r = ncclCommGetAsyncError(state_->comm, &async);
+    if (r == ncclSuccess && async == ncclSuccess) return;
+    if (r != ncclSuccess || async != ncclInProgress) {
+      abort();
+      ALEXNET_FAIL("NCCL call ", call, " failed on ", describe(), ": ", ncclGetErrorString(r != ncclSuccess ? r : async),
+                   " (", ncclGetLastError(nullptr), "); the communicator was aborted");
+    }
+    const double waited = std::chrono::duration<double>(Clock::now() - start).count();
+    if (timeout_s() > 0 && waited >= timeout_s()) fail_timeout(call, waited);
+    std::this_thread::sleep_for(std::chrono::microseconds(50));
+  }
 }
 
 NcclCommunicator::~NcclCommunicator() {
   if (!state_) return;
   cudaSetDevice(device_);
-  if (state_->comm && !state_->aborted) ncclCommDestroy(state_->comm);
+  if (state_->comm && !state_->aborted) {
+    // Finalize flushes what is still queued (nothing after a completed step) and, on a non-blocking
+    // communicator, completes in the background: waited for within the timeout (10 s without one), else
+    // the communicator is aborted rather than the process kept from ending.
+    using Clock = std::chrono::steady_clock;
+    const Clock::time_point start = Clock::now();
+    const double limit_s = timeout_s() > 0 ? timeout_s() : 10.0;
+    ncclResult_t r = comm_timed_out() ? ncclInternalError : ncclCommFinalize(state_->comm);
+    ncclResult_t async = r == ncclInProgress ? ncclInProgress : r;
+    while (async == ncclInProgress && std::chrono::duration<double>(Clock::now() - start).count() < limit_s) {
+      if (ncclCommGetAsyncError(state_->comm, &async) != ncclSuccess) break;
+      if (async == ncclInProgress) std::this_thread::sleep_for(std::chrono::microseconds(100));
+    }
+    if (async == ncclSuccess) {
+      r = ncclCommDestroy(state_->comm);
+      (void)r;  // destroying a finalized communicator is local
+    } else {
+      ncclCommAbort(state_->comm);
+    }
+  }
   if (state_->stream) cudaStreamDestroy(state_->stream);
   if (state_->ready) cudaEventDestroy(state_->ready);
   for (cudaEvent_t e : *state_->spare) cudaEventDestroy(e);
@@ -175,21 +238,26 @@ std::unique_ptr<CommRequest> NcclCommunicator::enqueue(const char* call, const s
   ALEXNET_CUDA_CHECK(cudaEventRecord(state_->ready, source_ ? source_ : cudaStreamLegacy));
   ALEXNET_CUDA_CHECK(cudaStreamWaitEvent(state_->stream, state_->ready, 0));
   collective();
+  // On the non-blocking communicator the call may still be queueing its kernels (ncclInProgress):
+  // nothing else goes to the stream before it has.
+  settle(call);
   ALEXNET_CUDA_CHECK(cudaEventRecord(done, state_->stream));
   return request;
 }
 
 std::unique_ptr<CommRequest> NcclCommunicator::allreduce_async(float* data, size_t count, ReduceOp op) {
   return enqueue("ncclAllReduce", [&] {
-    NCCL_OK(ncclAllReduce(data, data, count, ncclFloat32, op == ReduceOp::kAverage ? ncclAvg : ncclSum, state_->comm,
-                          state_->stream));
+    NCCL_QUEUED(ncclAllReduce(data, data, count, ncclFloat32, op == ReduceOp::kAverage ? ncclAvg : ncclSum,
+                              state_->comm, state_->stream));
   });
 }
 
 void NcclCommunicator::allreduce(float* data, size_t count, ReduceOp op) { allreduce_async(data, count, op)->wait(); }
 
 void NcclCommunicator::broadcast(float* data, size_t count, int root) {
-  enqueue("ncclBroadcast", [&] { NCCL_OK(ncclBroadcast(data, data, count, ncclFloat32, root, state_->comm, state_->stream)); })->wait();
+  enqueue("ncclBroadcast", [&] {
+    NCCL_QUEUED(ncclBroadcast(data, data, count, ncclFloat32, root, state_->comm, state_->stream));
+  })->wait();
 }
 
 }  // namespace alexnet

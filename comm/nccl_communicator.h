@@ -22,7 +22,9 @@ class NcclCommunicator final : public Communicator {
   // shared_gpu_conflict, comm/placement.h). `source`: the stream whose work writes the buffers (the
   // tower's stream, AlexNet::stream); nullptr: the device's legacy default stream. `timeout_s`
   // (parallel.comm_timeout_s, 0: none) bounds every wait for the other ranks, here and in the inner
-  // MpiCommunicator.
+  // MpiCommunicator: the broadcast of the NCCL id (MPI_Ibcast), the communicator's setup (non-blocking,
+  // polled), each collective's queueing and completion, and the final flush in the destructor (10 s
+  // without a timeout; then the communicator is aborted).
   NcclCommunicator(MPI_Comm comm, int device, CUstream_st* source = nullptr, double timeout_s = 0);
   ~NcclCommunicator() override;
   NcclCommunicator(const NcclCommunicator&) = delete;
@@ -61,6 +63,10 @@ class NcclCommunicator final : public Communicator {
 
  private:
   struct State;
+  // Waits until the communicator's state is no longer ncclInProgress (a non-blocking call finishing in the
+  // background): returns on ncclSuccess; aborts the communicator and throws on an error, or once
+  // parallel.comm_timeout_s has passed (fail_timeout), naming `call`.
+  void settle(const char* call) const;
   // Runs `collective` (which enqueues on the communicator's stream) after the work already queued on the
   // source stream; the request, named `call` in errors, completes with it.
   std::unique_ptr<CommRequest> enqueue(const char* call, const std::function<void()>& collective);
