@@ -19,7 +19,15 @@ void register_cuda_allocator() {
     ALEXNET_CUDA_CHECK(cudaSetDevice(index));
     void* p = nullptr;
     ALEXNET_CUDA_CHECK(cudaMalloc(&p, bytes == 0 ? 256 : bytes));
-    return std::make_shared<Storage>(p, bytes, Device::cuda(index), [](void* q) { cudaFree(q); });
+    // Freed with its own device current (the current one is put back): the memory of a tower on another
+    // GPU must not depend on which device the freeing thread had selected.
+    return std::make_shared<Storage>(p, bytes, Device::cuda(index), [index](void* q) {
+      int previous = index;
+      const bool known = cudaGetDevice(&previous) == cudaSuccess;
+      cudaSetDevice(index);
+      cudaFree(q);
+      if (known && previous != index) cudaSetDevice(previous);
+    });
   };
   // A plain cudaMemcpy is ordered with the legacy default stream of the current device only, and through
   // it with that device's blocking streams (the towers' streams): so the current device is the one whose

@@ -131,6 +131,12 @@ class Tensor {
   Tensor to(DType dtype) const;
   // True when both refer to the same bytes.
   bool shares_storage(const Tensor& other) const;
+  // True when the bytes of the two overlap (views of one workspace may sit side by side); both defined.
+  bool overlaps(const Tensor& other) const {
+    const char* a = static_cast<const char*>(raw_data());
+    const char* b = static_cast<const char*>(other.raw_data());
+    return a < b + other.nbytes() && b < a + nbytes();
+  }
   // Whether its storage is page-locked host memory (allocate_host(..., true) where CUDA is present).
   bool page_locked() const { return storage_ && storage_->page_locked(); }
   std::string describe() const;

@@ -214,7 +214,13 @@ void AlexNet::init_weights(uint64_t seed, bool scaled, double input_std) {
   for (Tower& tw : towers_) tw.velocity.fill_zero();
 }
 
+void AlexNet::settle(const char* what) const {
+  for (int t = 0; t < kTowers; ++t)
+    if (devices_[t].is_cuda() && (t == 0 || devices_[t] != devices_[0])) ops::sync_device(devices_[t], what);
+}
+
 std::map<std::string, Tensor> AlexNet::state() const {
+  settle("AlexNet::state");
   std::map<std::string, Tensor> out;
   for (size_t i = 0; i < table_.size(); ++i)
     out[table_[i].name] = concat0({towers_[0].p[i].clone(Device::cpu()), towers_[1].p[i].clone(Device::cpu())});
@@ -222,6 +228,7 @@ std::map<std::string, Tensor> AlexNet::state() const {
 }
 
 std::map<std::string, Tensor> AlexNet::gradients() const {
+  settle("AlexNet::gradients");
   std::map<std::string, Tensor> out;
   for (size_t i = 0; i < table_.size(); ++i)
     if (table_[i].trainable)
@@ -230,6 +237,7 @@ std::map<std::string, Tensor> AlexNet::gradients() const {
 }
 
 std::map<std::string, Tensor> AlexNet::momentum() const {
+  settle("AlexNet::momentum");
   std::map<std::string, Tensor> out;
   for (size_t i = 0; i < table_.size(); ++i)
     if (table_[i].trainable)

@@ -187,6 +187,9 @@ class AlexNet {
   };
 
   int index_of(const std::string& name) const;
+  // Waits for all work on the towers' GPUs (their streams, the NCCL reductions of their gradients): what
+  // state(), gradients() and momentum() read is then final, whatever stream wrote it.
+  void settle(const char* what) const;
   void init_weights(uint64_t seed, bool scaled, double input_std);
   Tensor& scratch(int tower, const std::string& name, const Shape& shape, DType dtype = DType::kF32);
   void check_batch(const Tensor& images, const Tensor* labels) const;

@@ -237,6 +237,15 @@ void wait_for_default_stream(Device device, Stream stream) {
 #endif
 }
 
+void sync_device(Device device, const char* what) {
+  if (!device.is_cuda()) return;
+#if ALEXNET_WITH_CUDA
+  cuda_sync_device(device.index, what);
+#else
+  ALEXNET_FAIL(what, " on ", device.str(), ": this build has no CUDA backend");
+#endif
+}
+
 bool enable_peer_access(Device a, Device b) {
   ALEXNET_CHECK(a.is_cuda() && b.is_cuda(), "enable_peer_access: ", a.str(), " and ", b.str());
 #if ALEXNET_WITH_CUDA

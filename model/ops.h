@@ -40,6 +40,9 @@ void destroy_stream(Device device, Stream stream);
 // stream, and so for everything issued before on its blocking streams: what a plain cudaMemcpy is
 // ordered after. No host wait.
 void wait_for_default_stream(Device device, Stream stream);
+// Waits on the host for everything queued on `device` (every stream, NCCL's included) and throws on an
+// error naming `what`; nothing for the CPU.
+void sync_device(Device device, const char* what);
 // Peer access between two CUDA devices where the hardware allows; returns whether it does.
 bool enable_peer_access(Device a, Device b);
 

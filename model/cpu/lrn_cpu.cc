@@ -71,12 +71,7 @@ void check_same(const Tensor& a, const Tensor& ref, const char* what) {
                  "lrn: ", what, " is ", a.describe(), ", expected like ", ref.describe());
 }
 
-// True when the bytes of a and b overlap (views of one workspace may sit side by side).
-bool overlaps(const Tensor& a, const Tensor& b) {
-  const char* pa = static_cast<const char*>(a.raw_data());
-  const char* pb = static_cast<const char*>(b.raw_data());
-  return pa < pb + b.nbytes() && pb < pa + a.nbytes();
-}
+bool overlaps(const Tensor& a, const Tensor& b) { return a.overlaps(b); }
 
 void check_lrn_args(const Tensor& x, const LrnParams& p) {
   ALEXNET_ASSERT(x.device().is_cpu() && x.ndim() == 4, "lrn: x is ", x.describe());

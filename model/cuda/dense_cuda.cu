@@ -531,13 +531,13 @@ void gemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int64_t 
 // A cudnnFind... status: success, or "not supported" for this data type and shape (the caller falls
 // back); anything else is an error, named. cuDNN 9 refines "not supported" (3000) into 3001..3014, and
 // only those about the problem mean "no algorithm": 3005..3009 (an incompatible driver or CUDA runtime,
-// an architecture mismatch, a missing prerequisite or sub-library) are a broken installation, which a
-// fallback would hide behind a misleading "no algorithm" later.
+// an architecture mismatch, a missing prerequisite or sub-library) and 3013 (a CUDA-graph API) are a
+// broken installation or misuse, which a fallback would hide behind a misleading "no algorithm" later.
 //
-// optional: the NHWC search of a bf16 pass that an NCHW search backs (the layout choice kFastest): a bad
-// parameter there (2000..2999: a limit of the NHWC kernels) is logged and means "no algorithm in NHWC";
-// every other failure is still an error.
-bool searched(cudnnStatus_t st, const char* what, bool optional) {
+// optional: a bf16 search, which another layout or TF32 backs (plan_for): a bad parameter there
+// (2000..2999: a limit of the bf16 kernels for this shape, e.g. few channels per group) is logged and
+// means "no algorithm in this layout"; every other failure is still an error.
+bool searched(cudnnStatus_t st, const char* what, bool in_nhwc, bool optional) {
   switch (st) {
     case CUDNN_STATUS_SUCCESS:
       // A search tries algorithms that may fail and leave a CUDA error behind (the runtime's last
@@ -551,13 +551,16 @@ bool searched(cudnnStatus_t st, const char* what, bool optional) {
     case CUDNN_STATUS_NOT_SUPPORTED_LAYOUT:
     case CUDNN_STATUS_NOT_SUPPORTED_SHARED_MEMORY_INSUFFICIENT:
     case CUDNN_STATUS_NOT_SUPPORTED_PADDING:
+    case CUDNN_STATUS_NOT_SUPPORTED_BAD_LAUNCH_PARAM:
+    case CUDNN_STATUS_NOT_SUPPORTED_INVALID_DYNAMIC_SHAPE:
       (void)cudaGetLastError();
       return false;
     default:
       if (optional && static_cast<int>(st) >= 2000 && static_cast<int>(st) < 3000) {
         (void)cudaGetLastError();
-        log_warn("cuDNN ", what, " algorithm search with NHWC bf16 operands failed: ", cudnnGetErrorString(st),
-                 " (status ", static_cast<int>(st), "); the pass takes NCHW operands");
+        log_warn("cuDNN ", what, " algorithm search with ", in_nhwc ? "NHWC" : "NCHW", " bf16 operands failed: ",
+                 cudnnGetErrorString(st), " (status ", static_cast<int>(st),
+                 "); the pass takes the other layout, or TF32 where neither has an algorithm");
         return false;
       }
       ALEXNET_FAIL("cuDNN ", what, " algorithm search failed: ", cudnnGetErrorString(st), " (status ",
@@ -575,7 +578,10 @@ bool search(const ConvPlan& plan, StreamContext& ctx, CudaStream s, bool in_nhwc
   int count = 0;
   void* ws = ctx.workspace.ensure(kSearchWorkspace, s);
   use_math(plan, plan_math(plan));
-  return searched(find(plan.descs(in_nhwc), perf, &count, ws), what, in_nhwc && plan.allows(false)) &&
+  // The operand conversions queued just before: a launch error of theirs is theirs, not the search's
+  // (searched() clears what the search leaves behind).
+  launched(str_cat(what, " convolution (the operands for the algorithm search)").c_str());
+  return searched(find(plan.descs(in_nhwc), perf, &count, ws), what, in_nhwc, plan.math == ConvMath::kBf16) &&
          record(plan, perf, count, in_nhwc, out);
 }
 

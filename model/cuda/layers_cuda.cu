@@ -220,16 +220,14 @@ void tanh_backward_cuda(const Tensor& y, const Tensor& dy, Tensor& dx, CudaStrea
 
 namespace {
 
-// The LRN kernels read windows of their inputs while writing their outputs: no output may be an input
-// (as lrn_cpu.cc asserts).
+// The LRN kernels read windows of their inputs while writing their outputs: no output may overlap an
+// input or another output, not even in part (as lrn_cpu.cc asserts).
 void check_lrn_outputs(const char* op, const Tensor& x, const Tensor& y, const Tensor& scale) {
-  ALEXNET_ASSERT(y.raw_data() != x.raw_data() && scale.raw_data() != x.raw_data() && y.raw_data() != scale.raw_data(),
-                 "", op, ": outputs alias x");
+  ALEXNET_ASSERT(!y.overlaps(x) && !scale.overlaps(x) && !y.overlaps(scale), "", op, ": outputs overlap x or each other");
 }
 void check_lrn_dx(const char* op, const Tensor& x, const Tensor& y, const Tensor& scale, const Tensor& dy,
                   const Tensor& dx) {
-  for (const Tensor* t : {&x, &y, &scale, &dy})
-    ALEXNET_ASSERT(dx.raw_data() != t->raw_data(), "", op, ": dx aliases an input");
+  for (const Tensor* t : {&x, &y, &scale, &dy}) ALEXNET_ASSERT(!dx.overlaps(*t), "", op, ": dx overlaps an input");
 }
 
 }  // namespace
@@ -307,7 +305,8 @@ void maxpool_backward_cuda(const Tensor& dy, const Tensor& argmax, Tensor& dx, c
   check_f32(dx, "maxpool_backward", "dx");
   ALEXNET_ASSERT(dy.ndim() == 4 && dx.ndim() == 4 && argmax.shape() == dy.shape() &&
                      argmax.dtype() == DType::kI32 && dx.dim(0) == dy.dim(0) && dx.dim(1) == dy.dim(1) &&
-                     dy.dim(2) == (dx.dim(2) - p.size) / p.stride + 1 && dy.dim(3) == (dx.dim(3) - p.size) / p.stride + 1,
+                     dy.dim(2) == (dx.dim(2) - p.size) / p.stride + 1 && dy.dim(3) == (dx.dim(3) - p.size) / p.stride + 1 &&
+                     argmax.device() == dy.device() && dx.device() == dy.device(),
                  "maxpool_backward: dy ", dy.describe(), " argmax ", argmax.describe(), " dx ", dx.describe(),
                  " window ", p.size, "/", p.stride);
   set_device(dy);
@@ -341,7 +340,8 @@ void dropout_forward_cuda(const Tensor& x, Tensor& y, Tensor& mask, double p, Ph
 void dropout_backward_cuda(const Tensor& dy, const Tensor& mask, double p, Tensor& dx, CudaStream s) {
   check_f32(dy, "dropout_backward", "dy");
   check_like(dx, dy, "dropout_backward", "dx");
-  ALEXNET_ASSERT(mask.dtype() == DType::kU8 && mask.shape() == dy.shape() && p >= 0 && p < 1,
+  ALEXNET_ASSERT(mask.dtype() == DType::kU8 && mask.shape() == dy.shape() && mask.device() == dy.device() && p >= 0 &&
+                     p < 1,
                  "dropout_backward: mask ", mask.describe(), " p ", p);
   set_device(dy);
   dropout_bwd<<<blocks_for(dy.numel()), kThreads, 0, s>>>(dy.data<float>(), mask.data<uint8_t>(), dx.data<float>(),
@@ -412,9 +412,10 @@ double softmax_xent_forward_cuda(const Tensor& logits, const Tensor& labels, Ten
 void softmax_xent_backward_cuda(const Tensor& probs, const Tensor& labels, Tensor& dlogits, CudaStream s) {
   check_f32(probs, "softmax_xent_backward", "probs");
   check_like(dlogits, probs, "softmax_xent_backward", "dlogits");
+  ALEXNET_ASSERT(probs.ndim() == 2, "softmax_xent_backward: probs ", probs.describe());
   const int64_t N = probs.dim(0), K = probs.dim(1);
-  ALEXNET_ASSERT(labels.dtype() == DType::kI64 && labels.numel() == N, "softmax_xent_backward: labels ",
-                 labels.describe());
+  ALEXNET_ASSERT(labels.dtype() == DType::kI64 && labels.numel() == N && labels.device() == probs.device(),
+                 "softmax_xent_backward: labels ", labels.describe());
   set_device(probs);
   softmax_bwd<<<blocks_for(N * K), kThreads, 0, s>>>(probs.data<float>(), labels.data<int64_t>(),
                                                      dlogits.data<float>(), N, K, static_cast<float>(1.0 / static_cast<double>(N)));
@@ -563,8 +564,10 @@ void copy_columns_cuda(const Tensor& src, int64_t src_col0, CudaStream src_strea
     ALEXNET_CUDA_CHECK(cudaMemcpy3DPeerAsync(&c, dst_stream));
   } else {
     // Pageable host memory: the call returns once the source is staged, so the host may reuse it.
+    // Page-locked memory is read by DMA later: waited for, so the same holds.
     ALEXNET_CUDA_CHECK(cudaMemcpy2DAsync(into, into_pitch, src.data<float>() + src_col0, sw * sizeof(float), row_bytes,
                                          N, cudaMemcpyDefault, dst_stream));
+    if (src.page_locked()) cuda_sync_check(dst_stream, "copy_columns (from page-locked host memory)");
   }
   if (accumulate) {
     add_columns<<<blocks_for(N * width), kThreads, 0, dst_stream>>>(dst.data<float>(), dw, dst_col0,
