@@ -13,6 +13,7 @@
 
 #include "comm/placement.h"
 #include "core/cuda_check.h"
+#include "core/device.h"
 #include "core/error.h"
 
 namespace alexnet {
@@ -107,7 +108,13 @@ NcclCommunicator::NcclCommunicator(MPI_Comm comm, int device, CUstream_st* sourc
   state_->host = host;
   // Two ranks on one GPU: NCCL would fail (or hang) in ncclCommInitRank; name them instead.
   std::hash<std::string> hasher;
-  const std::vector<uint64_t> where = mpi_->allgather({hasher(state_->host), static_cast<uint64_t>(device)});
+  uint64_t gpu = kGpuIndexOnly | static_cast<uint64_t>(device);
+  try {
+    gpu = cuda_device_pci_id(device);
+  } catch (const Error&) {
+    // No usable device: the index still names the conflict, and the setup below fails on its own.
+  }
+  const std::vector<uint64_t> where = mpi_->allgather({hasher(state_->host), gpu});
   const std::string conflict = shared_gpu_conflict(where);
   ALEXNET_CHECK(conflict.empty(), conflict);
   // Both towers' communicators sit on one GPU when devices_per_rank is 1, and their reductions overlap.

@@ -17,6 +17,9 @@ bool built_with_cuda() { return false; }
 CudaDevicePeak cuda_device_peak(int device) {
   ALEXNET_FAIL("GPU ", device, ": this build has no CUDA support");
 }
+uint64_t cuda_device_pci_id(int device) {
+  ALEXNET_FAIL("GPU ", device, ": this build has no CUDA support");
+}
 #endif
 
 int cuda_device_count() {

@@ -1,6 +1,7 @@
 // Which compute devices this process has. A build with CUDA still runs without a GPU (CPU backend).
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 namespace alexnet {
@@ -25,5 +26,10 @@ struct CudaDevicePeak {
 };
 // Errors name the device; without CUDA in the build, an error.
 CudaDevicePeak cuda_device_peak(int device);
+
+// Where CUDA device `device` (an index among this process's visible devices) sits on the PCI bus, as
+// domain << 32 | bus << 16 | device << 8 (function 0): the same number for one GPU in every process of
+// the host, whatever their CUDA_VISIBLE_DEVICES. Without CUDA in the build, an error.
+uint64_t cuda_device_pci_id(int device);
 
 }  // namespace alexnet

@@ -77,6 +77,17 @@ int cuda_device_count_impl(std::string* why) {
   return n;
 }
 
+uint64_t cuda_device_pci_id(int device) {
+  cudaDeviceProp prop{};
+  const cudaError_t err = cudaGetDeviceProperties(&prop, device);
+  if (err != cudaSuccess) {
+    (void)cudaGetLastError();  // not left behind for the next launch check
+    ALEXNET_FAIL("GPU ", device, ": cannot read its PCI location: ", cudaGetErrorString(err));
+  }
+  return static_cast<uint64_t>(prop.pciDomainID) << 32 | static_cast<uint64_t>(prop.pciBusID) << 16 |
+         static_cast<uint64_t>(prop.pciDeviceID) << 8;
+}
+
 CudaDevicePeak cuda_device_peak(int device) {
   cudaDeviceProp prop{};
   ALEXNET_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));

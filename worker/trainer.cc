@@ -241,15 +241,27 @@ void Worker::choose_devices() {
   int local_rank = 0, local_size = 1;
   MPI_Comm_rank(local, &local_rank);
   MPI_Comm_size(local, &local_size);
+  // Fewer GPUs visible than the node's workers need: a scheduler may have given each rank GPUs of its own
+  // (srun --gpus-per-task sets CUDA_VISIBLE_DEVICES per rank), which their PCI locations tell.
+  const int per_rank = config_.parallel.devices_per_rank;
+  bool own_gpus = false;
+  if (local_size > 1 && local_size * per_rank > gpus && (per_rank == 1 || per_rank == 2) && per_rank <= gpus) {
+    std::vector<uint64_t> mine;
+    for (int d = 0; d < per_rank; ++d) mine.push_back(cuda_device_pci_id(d));
+    std::vector<uint64_t> all(mine.size() * static_cast<size_t>(local_size));
+    MPI_Allgather(mine.data(), per_rank, MPI_UINT64_T, all.data(), per_rank, MPI_UINT64_T, local);
+    own_gpus = ranks_see_own_gpus(all, per_rank);
+  }
   MPI_Comm_free(&local);
-  const std::array<int, 2> gpu = tower_gpus(local_rank, local_size, config_.parallel.devices_per_rank, gpus);
+  const std::array<int, 2> gpu = tower_gpus(local_rank, local_size, per_rank, gpus, own_gpus);
   for (int t = 0; t < kTowers; ++t) devices_[t] = Device::cuda(gpu[t]);
 #if ALEXNET_WITH_CUDA
   set_cuda_precision(config_.parallel.precision);
   set_cuda_deterministic(config_.parallel.deterministic);
 #endif
   backend_line_ = str_cat("CUDA backend: tower 0 on GPU ", devices_[0].index, ", tower 1 on GPU ", devices_[1].index,
-                          ", precision ", enum_name(config_.parallel.precision),
+                          own_gpus ? " (of the GPUs this rank was given)" : "", ", precision ",
+                          enum_name(config_.parallel.precision),
                           config_.parallel.deterministic ? "" : ", fastest (not bit-reproducible) convolutions");
 }
 

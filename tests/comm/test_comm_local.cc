@@ -212,17 +212,47 @@ TEST(Placement, TooFewGpusNamesTheKeyAndTheCounts) {
   EXPECT_NE(bad.find("'parallel.devices_per_rank': 3 (expected 1 or 2)"), std::string::npos) << bad;
 }
 
+TEST(Placement, RanksGivenGpusOfTheirOwnTakeTheirFirstOnes) {
+  // srun --gpus-per-task: four workers each see one or two GPUs, all different ones.
+  EXPECT_TRUE(ranks_see_own_gpus({0x3b00, 0x5e00, 0x8600, 0xaf00}, 1));
+  EXPECT_TRUE(ranks_see_own_gpus({0x1800, 0x2a00, 0x3b00, 0x5e00}, 2));
+  // Every rank sees the same GPUs (a node with fewer than it needs), or two ranks were given one GPU.
+  EXPECT_FALSE(ranks_see_own_gpus({0x3b00, 0x3b00}, 1));
+  EXPECT_FALSE(ranks_see_own_gpus({0x1800, 0x2a00, 0x2a00, 0x5e00}, 2));
+  EXPECT_TRUE(ranks_see_own_gpus({0x1800}, 1));
+  for (int r = 0; r < 4; ++r) {
+    EXPECT_EQ(tower_gpus(r, 4, 1, 1, true), (std::array<int, 2>{0, 0}));
+    EXPECT_EQ(tower_gpus(r, 4, 2, 2, true), (std::array<int, 2>{0, 1}));
+  }
+  // Enough GPUs visible to every rank: the node-wide placement, whatever own_gpus says.
+  EXPECT_EQ(tower_gpus(3, 4, 2, 8, true), (std::array<int, 2>{6, 7}));
+  const std::string e = error_of([] { tower_gpus(1, 4, 2, 1, true); });
+  EXPECT_NE(e.find("2 GPUs per worker rank, but this rank was given 1 of its own"), std::string::npos) << e;
+}
+
+TEST(Placement, PciLocationsReadAsNvidiaSmiWritesThem) {
+  EXPECT_EQ(pci_location_str(0x3b00), "0000:00:3b.0");
+  EXPECT_EQ(pci_location_str(uint64_t{1} << 32 | 0x3b << 16 | 0x02 << 8), "0001:3b:02.0");
+}
+
 TEST(Placement, SharedGpuIsNamedWithBothRanks) {
-  // (host, gpu) per rank: two hosts with GPUs 0 and 1 each.
-  EXPECT_EQ(shared_gpu_conflict({7, 0, 7, 1, 9, 0, 9, 1}), "");
+  // (host, PCI location) per rank: two hosts with two GPUs each.
+  const uint64_t g0 = 0x18 << 16, g1 = 0x2a << 16;
+  EXPECT_EQ(shared_gpu_conflict({7, g0, 7, g1, 9, g0, 9, g1}), "");
   EXPECT_EQ(shared_gpu_conflict({7, 0}), "");
   EXPECT_EQ(shared_gpu_conflict({}), "");
-  // Ranks 1 and 3 both on host 7's GPU 1.
-  const std::string m = shared_gpu_conflict({7, 0, 7, 1, 9, 1, 7, 1});
-  EXPECT_NE(m.find("ranks 1 and 3 of the gradient communicator both use GPU 1 of one host"), std::string::npos) << m;
+  // Ranks 1 and 3 both on host 7's second GPU.
+  const std::string m = shared_gpu_conflict({7, g0, 7, g1, 9, g1, 7, g1});
+  EXPECT_NE(m.find("ranks 1 and 3 of the gradient communicator both use the GPU at PCI 0000:2a:00.0 of one host"),
+            std::string::npos)
+      << m;
   EXPECT_NE(m.find("parallel.devices_per_rank 1"), std::string::npos) << m;
   // The same GPU index on different hosts is fine; the first conflicting pair is named.
   EXPECT_EQ(shared_gpu_conflict({1, 0, 2, 0, 3, 0}), "");
+  // Without a readable PCI location the device index names the GPU.
+  const std::string index = shared_gpu_conflict({7, kGpuIndexOnly | 0, 7, kGpuIndexOnly | 0});
+  EXPECT_NE(index.find("ranks 0 and 1 of the gradient communicator both use GPU 0 of one host"), std::string::npos)
+      << index;
   const std::string first = shared_gpu_conflict({5, 2, 5, 2, 5, 2});
   EXPECT_NE(first.find("ranks 0 and 1 "), std::string::npos) << first;
 }
