@@ -1,6 +1,10 @@
-// Training throughput of the full 1000-class two-tower AlexNet on the CPU backend (forward,
-// backward, paper SGD step; dropout on), and this machine's measured SGEMM rate for comparison.
-// Prints parseable lines: "ours_img_per_s X", "sgemm_gflops X", "fraction_of_sgemm X".
+// Training throughput of the full 1000-class two-tower AlexNet (forward, backward, paper SGD step;
+// dropout on) on the CPU backend or on GPUs (--device cuda). Prints parseable lines: "ours_step_s X",
+// "ours_img_per_s X", "ours_gflops X"; on the CPU this machine's measured SGEMM rate beside them
+// ("sgemm_gflops X", "fraction_of_sgemm X"); on a GPU "ours_gpu_tail_s X", the convolution plans
+// ("conv_plan ...", "bf16_nhwc_passes K", "bf16_passes N"), the card's peak ("peak_tflops X",
+// "fraction_of_peak X") and, unless --no-crops, the worker's uint8-crops input path
+// ("ours_crops_img_per_s X", or "ours_crops_error ..." without losing the lines before it).
 #include <cblas.h>
 #include <oneapi/dnnl/dnnl.h>
 
@@ -88,11 +92,14 @@ int main(int argc, char** argv) {
     const int threads = set_cpu_threads(static_cast<int>(args.get_int_or("--threads", 2)));
     openblas_set_num_threads(threads);
     const int iters = static_cast<int>(args.get_int_or("--iters", 5));
+    ALEXNET_CHECK(iters >= 1, "--iters ", iters, ": at least one timed step");
     const int64_t s = cfg.model.input_size;
     std::printf("config: %d classes, norm %s, batch %ld, threads %d\n", cfg.model.num_classes,
                 enum_name(cfg.model.norm), static_cast<long>(batch), threads);
 
-    const bool cuda = args.get_or("--device", "cpu") == "cuda";
+    const std::string device = args.get_or("--device", "cpu");
+    ALEXNET_CHECK(device == "cpu" || device == "cuda", "--device ", device, ": expected cpu or cuda");
+    const bool cuda = device == "cuda";
     std::array<Device, kTowers> devices{Device::cpu(), Device::cpu()};
     if (cuda) {
       ALEXNET_CHECK(cuda_device_count() > 0, "--device cuda: ", device_summary());
@@ -164,18 +171,7 @@ int main(int argc, char** argv) {
     const double gflop = train_gflop_per_image(cfg.model);
     std::printf("ours_step_s %.6f\nours_img_per_s %.2f\ngflop_per_image %.3f\nours_gflops %.1f\n", sec, ips,
                 gflop, ips * gflop);
-    if (cuda && !args.has("--no-crops")) {
-      // The worker's own path: uint8 crops from the host each step, normalised on the towers' devices
-      // (AlexNet::CropBatch; channel means and lighting, as the data service sends them).
-      CropBatch b;
-      b.crops = Tensor::empty({batch, 3, s, s}, DType::kU8);
-      for (int64_t i = 0; i < b.crops.numel(); ++i) b.crops.data<uint8_t>()[i] = static_cast<uint8_t>(rng.bits(i) & 0xff);
-      b.placement = Tensor::zeros({batch, 3}, DType::kI32);
-      b.lighting = Tensor::zeros({batch, 3}, DType::kF32);
-      net.set_input_mean(Tensor::from_vector<float>({3}, {123.68f, 116.78f, 103.94f}));
-      const double crops_sec = time_steps([&](const PassOptions& opt) { net.train_pass(b, y, opt); });
-      std::printf("ours_crops_step_s %.6f\nours_crops_img_per_s %.2f\n", crops_sec, batch / crops_sec);
-    }
+    std::fflush(stdout);  // a later error or a kill by a timeout leaves these lines in the log
 #if ALEXNET_WITH_CUDA
     if (cuda) {
       // What each convolution runs: layout, algorithm and cuDNN's time per pass.
@@ -192,8 +188,28 @@ int main(int argc, char** argv) {
       std::printf("gpu %d x %s, %d SMs at %.2f GHz\npeak_tflops %.1f\n", gpus, peak.name.c_str(), peak.sms,
                   peak.clock_ghz, peak_tflops);
       if (peak_tflops > 0) std::printf("fraction_of_peak %.3f\n", ips * gflop / 1000 / peak_tflops);
+      std::fflush(stdout);
     }
 #endif
+    if (cuda && !args.has("--no-crops")) {
+      // Its own error line: the figures above stay valid whatever happens here.
+      try {
+        // The worker's own path: uint8 crops from the host each step, normalised on the towers' devices
+        // (AlexNet::CropBatch; channel means and lighting, as the data service sends them).
+        CropBatch b;
+        b.crops = Tensor::empty({batch, 3, s, s}, DType::kU8);
+        for (int64_t i = 0; i < b.crops.numel(); ++i) b.crops.data<uint8_t>()[i] = static_cast<uint8_t>(rng.bits(i) & 0xff);
+        b.placement = Tensor::zeros({batch, 3}, DType::kI32);
+        b.lighting = Tensor::zeros({batch, 3}, DType::kF32);
+        net.set_input_mean(Tensor::from_vector<float>({3}, {123.68f, 116.78f, 103.94f}));
+        const double crops_sec = time_steps([&](const PassOptions& opt) { net.train_pass(b, y, opt); });
+        std::printf("ours_crops_step_s %.6f\nours_crops_img_per_s %.2f\n", crops_sec, batch / crops_sec);
+      } catch (const std::exception& e) {
+        std::printf("ours_crops_error %s\n", e.what());
+        std::fprintf(stderr, "bench_train: the uint8-crops pass failed: %s\n", e.what());
+      }
+      std::fflush(stdout);
+    }
     if (!args.has("--no-sgemm") && !cuda) {
       const double peak = sgemm_gflops();
       std::printf("sgemm_gflops %.1f\nfraction_of_sgemm %.3f\n", peak, ips * gflop / peak);

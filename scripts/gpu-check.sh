@@ -397,10 +397,15 @@ print("\n".join(sorted(e for e in exes if e)))')
           rc=0
           limited 60 "$pack/app/bench_train" --device cuda --batch "$batch" --iters 20 --no-sgemm \
             --set "parallel.precision=$precision" >"$logs/bench_${precision}_$batch.log" 2>&1 || rc=$?
-          if [ "$rc" = 0 ]; then
+          # A later failure (or the cap) after the main figures were printed keeps them: the row says
+          # the outcome beside them.
+          if grep -q '^ours_img_per_s' "$logs/bench_${precision}_$batch.log"; then
             ours=$(awk '/^ours_img_per_s/ {print $2}' "$logs/bench_${precision}_$batch.log")
+            [ "$rc" = 0 ] || { ours="$ours ($(outcome "$rc") after)"; status=1
+              failures+=("--- bench_train, $precision, batch $batch: $(outcome "$rc") after its main figures" "$(tail -5 "$logs/bench_${precision}_$batch.log")"); }
             tflops=$(awk '/^ours_gflops/ {printf "%.1f", $2 / 1000}' "$logs/bench_${precision}_$batch.log")
-            crops=$(awk '/^ours_crops_img_per_s/ {print $2}' "$logs/bench_${precision}_$batch.log")
+            crops=$(awk '/^ours_crops_img_per_s/ {print $2} /^ours_crops_error/ {print "failed"}' "$logs/bench_${precision}_$batch.log")
+            [ -n "$crops" ] || crops=n/a
             share=$(awk '/^fraction_of_peak/ {printf "%.1f %% of %.0f TFLOP/s", $2 * 100, peak} /^peak_tflops/ {peak = $2}' \
                       "$logs/bench_${precision}_$batch.log")
             # bf16: of the convolution passes (forward, backward), those cuDNN timed fastest in NHWC.
