@@ -39,7 +39,16 @@ def main():
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--precision", default="float32", choices=["float32", "tf32", "bf16"],
                     help="cuda: float32 with TF32 off, TF32 matmuls/convolutions, or bf16 autocast")
+    ap.add_argument("--lrn", choices=["native", "reference"],
+                    help="native: PyTorch's own F.local_response_norm per tower (alpha scaled by n, which for odd "
+                         "n is the paper's formula), its fastest form; reference: the parity tests' spelled-out "
+                         "sum. Default: native on CUDA, reference on the CPU (the anchor of the recorded CPU figures)")
     args = ap.parse_args()
+    if args.lrn is None:
+        args.lrn = "native" if args.device == "cuda" else "reference"
+    if args.lrn == "native":
+        assert ta.MODEL_DEFAULTS["lrn"]["n"] % 2 == 1, "PyTorch's LRN windows an even n asymmetrically: --lrn reference"
+        ta.lrn_across_channels = lambda x, k, n, alpha, beta: F.local_response_norm(x, n, alpha=alpha * n, beta=beta, k=k)
     cuda = args.device == "cuda"
     if cuda:
         # Its best settings: cuDNN autotuning, channels-last memory format.
@@ -96,7 +105,7 @@ def main():
         times.append(time.perf_counter() - t0)
     median = statistics.median(times)
     print(f"# torch {torch.__version__}, {args.device} {args.precision}, {args.threads} threads, batch {args.batch}, norm {args.norm}, "
-          f"{args.classes} classes; step times {', '.join(f'{t:.3f}' for t in times)} s; last loss {loss:.4f}",
+          f"{args.classes} classes, LRN {args.lrn}; step times {', '.join(f'{t:.3f}' for t in times)} s; last loss {loss:.4f}",
           file=sys.stderr)
     print(f"torch_img_per_s {args.batch / median:.2f}")
     return 0
