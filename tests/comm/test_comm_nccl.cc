@@ -19,6 +19,7 @@
 
 #include "comm/grad_buckets.h"
 #include "comm/nccl_communicator.h"
+#include "comm/placement.h"
 #include "core/cuda_check.h"
 #include "core/device.h"
 #include "core/error.h"
@@ -101,7 +102,11 @@ TEST_F(CommNccl, TwoRanksOnOneGpuAreRefused) {
     ADD_FAILURE() << "rank " << rank_ << ": two ranks on GPU 0 were not refused";
   } catch (const Error& e) {
     const std::string m = e.what();
-    EXPECT_NE(m.find("ranks 0 and 1 of the gradient communicator both use GPU 0"), std::string::npos) << m;
+    // "GPU 0" without a device, "the GPU at PCI 0000:xx:00.0" with one (comm/placement.h).
+    EXPECT_NE(m.find("ranks 0 and 1 of the gradient communicator both use "), std::string::npos) << m;
+    EXPECT_TRUE(m.find("both use GPU 0 of one host") != std::string::npos ||
+                m.find("both use the GPU at PCI " + pci_location_str(cuda_device_pci_id(0))) != std::string::npos)
+        << m;
     EXPECT_NE(m.find("NCCL needs one GPU per rank"), std::string::npos) << m;
   }
   // MPI still works afterwards.

@@ -50,4 +50,13 @@ inline double max_rel_diff(const Tensor& a, const Tensor& b) {
   return diff / scale;
 }
 
+// Whether the gradient of table entry `name` ("conv1/weight", "norm2/bias") flows through a max pooling:
+// every layer but fc6-fc8. Its GPU gradient may then differ from the CPU's by more than rounding: the
+// two backends sum a convolution in different orders, so where a pooling window's two largest inputs lie
+// within that rounding of each other the argmax can fall on the other one (both correct), and that
+// window's gradient goes to another pixel. One such window moves conv1's weight gradient by about 0.6 %
+// (rel. L2); with random inputs a float32 pass meets one in every ten to twenty, TF32 and bf16 many more.
+// A wrong index, layout or stream order gives O(1) errors, so a wider tolerance there still catches it.
+inline bool below_a_pooling(const std::string& name) { return name.rfind("fc", 0) != 0; }
+
 }  // namespace alexnet::testing

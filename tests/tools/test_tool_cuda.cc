@@ -25,6 +25,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
+using testing::below_a_pooling;
 using testing::rel_l2_diff;
 
 std::string tool_path() {
@@ -73,12 +74,15 @@ TEST(ToolCuda, GradAndStepMatchTheCpu) {
   for (const ParamInfo& p : net.table()) {
     if (!p.trainable) continue;
     const std::string name = "/grad/" + p.name;
-    EXPECT_LE(rel_l2_diff(gg.read_tensor_as(name, DType::kF32), gc.read_tensor_as(name, DType::kF32)), 1e-3) << name;
+    EXPECT_LE(rel_l2_diff(gg.read_tensor_as(name, DType::kF32), gc.read_tensor_as(name, DType::kF32)),
+              below_a_pooling(p.name) ? 3e-2 : 1e-3)
+        << name;
   }
   const CheckpointData sc = read_checkpoint((dir / "s_cpu.h5").string()),
                        sg = read_checkpoint((dir / "s_cuda.h5").string());
-  for (const auto& [name, t] : sc.model) EXPECT_LE(rel_l2_diff(sg.model.at(name), t), 1e-4) << name;
-  for (const auto& [name, t] : sc.momentum) EXPECT_LE(rel_l2_diff(sg.momentum.at(name), t), 1e-3) << "momentum " << name;
+  for (const auto& [name, t] : sc.model) EXPECT_LE(rel_l2_diff(sg.model.at(name), t), below_a_pooling(name) ? 1e-3 : 1e-4) << name;
+  for (const auto& [name, t] : sc.momentum)
+    EXPECT_LE(rel_l2_diff(sg.momentum.at(name), t), below_a_pooling(name) ? 3e-2 : 1e-3) << "momentum " << name;
   fs::remove_all(dir);
 }
 
