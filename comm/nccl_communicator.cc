@@ -29,23 +29,35 @@ struct NcclCommunicator::State {
   std::string host;
 };
 
-#define NCCL_OK(expr)                                                                                          \
+// An NCCL call that must succeed; NCCL_QUEUED: one on the non-blocking communicator, where ncclInProgress
+// means queued in the background (enqueue then waits for it to settle).
+#define NCCL_CALL(expr, in_progress_ok)                                                                       \
   do {                                                                                                         \
     ncclResult_t r_ = (expr);                                                                                  \
-    ALEXNET_CHECK(r_ == ncclSuccess, "NCCL call ", #expr, " failed on ", describe(), ": ", ncclGetErrorString(r_), \
-                  " (", ncclGetLastError(state_ ? state_->comm : nullptr), ")");                              \
+    ALEXNET_CHECK(r_ == ncclSuccess || ((in_progress_ok) && r_ == ncclInProgress), "NCCL call ", #expr,         \
+                  " failed on ", describe(), ": ", ncclGetErrorString(r_), " (",                                \
+                  ncclGetLastError(state_ ? state_->comm : nullptr), ")");                                     \
   } while (0)
-
-// A call on the non-blocking communicator: ncclInProgress means queued in the background (enqueue then
-// waits for it to settle).
-#define NCCL_QUEUED(expr)                                                                                      \
-  do {                                                                                                         \
-    ncclResult_t r_ = (expr);                                                                                  \
-    ALEXNET_CHECK(r_ == ncclSuccess || r_ == ncclInProgress, "NCCL call ", #expr, " failed on ", describe(), ": ", \
-                  ncclGetErrorString(r_), " (", ncclGetLastError(state_ ? state_->comm : nullptr), ")");          \
-  } while (0)
+#define NCCL_OK(expr) NCCL_CALL(expr, false)
+#define NCCL_QUEUED(expr) NCCL_CALL(expr, true)
 
 namespace {
+
+// Polls `comm`'s state while it is ncclInProgress (a non-blocking call finishing in the background), for
+// at most limit_s (0: no limit; the time spent in *waited_s); returns the last state, or the failure of
+// the query itself.
+ncclResult_t poll_state(ncclComm_t comm, double limit_s, double* waited_s) {
+  using Clock = std::chrono::steady_clock;
+  const Clock::time_point start = Clock::now();
+  for (;;) {
+    ncclResult_t async = ncclSuccess;
+    const ncclResult_t r = ncclCommGetAsyncError(comm, &async);
+    *waited_s = std::chrono::duration<double>(Clock::now() - start).count();
+    if (r != ncclSuccess) return r;
+    if (async != ncclInProgress || (limit_s > 0 && *waited_s >= limit_s)) return async;
+    std::this_thread::sleep_for(std::chrono::microseconds(50));
+  }
+}
 
 class NcclRequest final : public CommRequest {
  public:
@@ -143,28 +155,18 @@ NcclCommunicator::NcclCommunicator(MPI_Comm comm, int device, CUstream_st* sourc
   // which settle() waits out.
   ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
   config.blocking = 0;
-  const ncclResult_t r = ncclCommInitRankConfig(&state_->comm, size(), *id, rank(), &config);
-  ALEXNET_CHECK(r == ncclSuccess || r == ncclInProgress, "NCCL call ncclCommInitRankConfig failed on ", describe(),
-                ": ", ncclGetErrorString(r), " (", ncclGetLastError(state_->comm), ")");
+  NCCL_QUEUED(ncclCommInitRankConfig(&state_->comm, size(), *id, rank(), &config));
   settle("ncclCommInitRankConfig (every rank joining the communicator)");
 }
 
 void NcclCommunicator::settle(const char* call) const {
-  using Clock = std::chrono::steady_clock;
-  const Clock::time_point start = Clock::now();
-  for (;;) {
-    ncclResult_t async = ncclSuccess;
-    const ncclResult_t r = ncclCommGetAsyncError(state_->comm, &async);
-    if (r == ncclSuccess && async == ncclSuccess) return;
-    if (r != ncclSuccess || async != ncclInProgress) {
-      abort();
-      ALEXNET_FAIL("NCCL call ", call, " failed on ", describe(), ": ", ncclGetErrorString(r != ncclSuccess ? r : async),
-                   " (", ncclGetLastError(nullptr), "); the communicator was aborted");
-    }
-    const double waited = std::chrono::duration<double>(Clock::now() - start).count();
-    if (timeout_s() > 0 && waited >= timeout_s()) fail_timeout(call, waited);
-    std::this_thread::sleep_for(std::chrono::microseconds(50));
-  }
+  double waited = 0;
+  const ncclResult_t r = poll_state(state_->comm, timeout_s(), &waited);
+  if (r == ncclSuccess) return;
+  if (r == ncclInProgress) fail_timeout(call, waited);
+  abort();
+  ALEXNET_FAIL("NCCL call ", call, " failed on ", describe(), ": ", ncclGetErrorString(r), " (",
+               ncclGetLastError(nullptr), "); the communicator was aborted");
 }
 
 NcclCommunicator::~NcclCommunicator() {
@@ -173,22 +175,17 @@ NcclCommunicator::~NcclCommunicator() {
   if (state_->comm && !state_->aborted) {
     // Finalize flushes what is still queued (nothing after a completed step) and, on a non-blocking
     // communicator, completes in the background: waited for within the timeout (10 s without one), else
-    // the communicator is aborted rather than the process kept from ending.
-    using Clock = std::chrono::steady_clock;
-    const Clock::time_point start = Clock::now();
-    const double limit_s = timeout_s() > 0 ? timeout_s() : 10.0;
-    ncclResult_t r = comm_timed_out() ? ncclInternalError : ncclCommFinalize(state_->comm);
-    ncclResult_t async = r == ncclInProgress ? ncclInProgress : r;
-    while (async == ncclInProgress && std::chrono::duration<double>(Clock::now() - start).count() < limit_s) {
-      if (ncclCommGetAsyncError(state_->comm, &async) != ncclSuccess) break;
-      if (async == ncclInProgress) std::this_thread::sleep_for(std::chrono::microseconds(100));
+    // (and after a timeout anywhere in the process) the communicator is aborted rather than the process
+    // kept from ending.
+    ncclResult_t r = ncclInternalError;
+    if (!comm_timed_out()) {
+      r = ncclCommFinalize(state_->comm);
+      double waited = 0;
+      const double limit_s = timeout_s() > 0 ? timeout_s() : 10.0;
+      if (r == ncclSuccess || r == ncclInProgress) r = poll_state(state_->comm, limit_s, &waited);
     }
-    if (async == ncclSuccess) {
-      r = ncclCommDestroy(state_->comm);
-      (void)r;  // destroying a finalized communicator is local
-    } else {
-      ncclCommAbort(state_->comm);
-    }
+    if (r == ncclSuccess) (void)ncclCommDestroy(state_->comm);  // local once finalized
+    else ncclCommAbort(state_->comm);
   }
   if (state_->stream) cudaStreamDestroy(state_->stream);
   if (state_->ready) cudaEventDestroy(state_->ready);

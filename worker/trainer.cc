@@ -245,7 +245,7 @@ void Worker::choose_devices() {
   // (srun --gpus-per-task sets CUDA_VISIBLE_DEVICES per rank), which their PCI locations tell.
   const int per_rank = config_.parallel.devices_per_rank;
   bool own_gpus = false;
-  if (local_size > 1 && local_size * per_rank > gpus && (per_rank == 1 || per_rank == 2) && per_rank <= gpus) {
+  if (local_size > 1 && local_size * per_rank > gpus && per_rank <= gpus) {
     std::vector<uint64_t> mine;
     for (int d = 0; d < per_rank; ++d) mine.push_back(cuda_device_pci_id(d));
     std::vector<uint64_t> all(mine.size() * static_cast<size_t>(local_size));

@@ -71,8 +71,6 @@ void check_same(const Tensor& a, const Tensor& ref, const char* what) {
                  "lrn: ", what, " is ", a.describe(), ", expected like ", ref.describe());
 }
 
-bool overlaps(const Tensor& a, const Tensor& b) { return a.overlaps(b); }
-
 void check_lrn_args(const Tensor& x, const LrnParams& p) {
   ALEXNET_ASSERT(x.device().is_cpu() && x.ndim() == 4, "lrn: x is ", x.describe());
   ALEXNET_ASSERT(x.dtype() == DType::kF32 || x.dtype() == DType::kF64, "lrn: x is ", x.describe());
@@ -338,7 +336,7 @@ void forward(const Tensor& x, Tensor& y, Tensor& scale, const LrnParams& p, bool
   check_lrn_args(x, p);
   check_same(y, x, "y");
   check_same(scale, x, "scale");
-  ALEXNET_ASSERT(!overlaps(y, x) && !overlaps(scale, x) && !overlaps(y, scale),
+  ALEXNET_ASSERT(!y.overlaps(x) && !scale.overlaps(x) && !y.overlaps(scale),
                  "lrn: outputs alias x");
   if (x.dtype() == DType::kF32) {
     forward_typed<float>(x, y, scale, p, within);
@@ -354,7 +352,7 @@ void backward(const Tensor& x, const Tensor& y, const Tensor& scale, const Tenso
   check_same(scale, x, "scale");
   check_same(dy, x, "dy");
   check_same(dx, x, "dx");
-  ALEXNET_ASSERT(!overlaps(dx, dy) && !overlaps(dx, x) && !overlaps(dx, y) && !overlaps(dx, scale),
+  ALEXNET_ASSERT(!dx.overlaps(dy) && !dx.overlaps(x) && !dx.overlaps(y) && !dx.overlaps(scale),
                  "lrn: dx aliases an input");
   if (x.dtype() == DType::kF32) {
     backward_typed<float>(x, y, scale, dy, dx, p, within);
