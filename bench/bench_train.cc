@@ -1,7 +1,9 @@
 // Training throughput of the full 1000-class two-tower AlexNet (forward, backward, paper SGD step;
 // dropout on) on the CPU backend or on GPUs (--device cuda). Prints parseable lines: "ours_step_s X",
 // "ours_img_per_s X", "ours_gflops X"; on the CPU this machine's measured SGEMM rate beside them
-// ("sgemm_gflops X", "fraction_of_sgemm X"); on a GPU "ours_gpu_tail_s X", the convolution plans
+// ("sgemm_gflops X", "fraction_of_sgemm X"); on a GPU "ours_gpu_tail_s X", what a timed step allocates
+// and how often it makes the host wait ("steady_allocations_per_step X", "steady_host_waits_per_step X"),
+// the convolution plans
 // ("conv_plan ...", "bf16_nhwc_passes K", "bf16_passes N"), the card's peak ("peak_tflops X",
 // "fraction_of_peak X") and, unless --no-crops, the worker's uint8-crops input path
 // ("ours_crops_img_per_s X", or "ours_crops_error ..." without losing the lines before it).
@@ -147,26 +149,38 @@ int main(int argc, char** argv) {
     // Also the GPU's tail: how long after the host has queued the whole step (pass and SGD) the GPU
     // finishes it. Near 0, the GPU waits for the host's launches (what a CUDA graph would remove).
     double tail = 0;
+    // And what the timed steps themselves (not the synchronisation after each) allocated and how often the
+    // host waited for the GPU in them (cuda_activity, core/device.h).
+    CudaActivity steady;
     auto time_steps = [&](const std::function<void(const PassOptions&)>& pass) {
       std::vector<double> times, tails;
+      steady = CudaActivity();
       for (int it = 0; it < warmup + iters; ++it) {
         PassOptions opt;
         opt.step = static_cast<uint64_t>(it);
+        const CudaActivity a0 = cuda_activity();
         auto t0 = std::chrono::steady_clock::now();
         pass(opt);
         net.sgd_step(0.01, 0.9, 0.0005);
         const double queued = seconds_since(t0);
+        const CudaActivity a1 = cuda_activity();
         sync();
         if (it >= warmup) {
           times.push_back(seconds_since(t0));
           tails.push_back(times.back() - queued);
+          steady.device_allocations += a1.device_allocations - a0.device_allocations;
+          steady.host_allocations += a1.host_allocations - a0.host_allocations;
+          steady.host_waits += a1.host_waits - a0.host_waits;
         }
       }
       tail = median(tails);
       return median(times);
     };
     const double sec = time_steps([&](const PassOptions& opt) { net.train_pass(x, y, opt); });
-    if (cuda) std::printf("ours_gpu_tail_s %.6f\n", tail);
+    if (cuda)
+      std::printf("ours_gpu_tail_s %.6f\nsteady_allocations_per_step %.2f\nsteady_host_waits_per_step %.2f\n", tail,
+                  static_cast<double>(steady.device_allocations + steady.host_allocations) / iters,
+                  static_cast<double>(steady.host_waits) / iters);
     const double ips = batch / sec;
     const double gflop = train_gflop_per_image(cfg.model);
     std::printf("ours_step_s %.6f\nours_img_per_s %.2f\ngflop_per_image %.3f\nours_gflops %.1f\n", sec, ips,

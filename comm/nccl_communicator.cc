@@ -94,7 +94,10 @@ class NcclRequest final : public CommRequest {
     using Clock = std::chrono::steady_clock;
     const Clock::time_point start = Clock::now();
     const double timeout_s = owner_.timeout_s();
+    bool counted = false;
     while (!test()) {
+      if (!counted) count_cuda_host_wait();  // core/device.h: the host blocks on the GPU's reduction
+      counted = true;
       const double waited = std::chrono::duration<double>(Clock::now() - start).count();
       if (timeout_s > 0 && waited >= timeout_s) owner_.fail_timeout(call_, waited);
       std::this_thread::sleep_for(std::chrono::microseconds(50));

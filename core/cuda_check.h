@@ -4,6 +4,7 @@
 
 #include <cuda_runtime.h>
 
+#include "core/device.h"
 #include "core/error.h"
 
 #define ALEXNET_CUDA_CHECK(expr)                                                                     \
@@ -11,3 +12,28 @@
     cudaError_t err_ = (expr);                                                                       \
     ALEXNET_CHECK(err_ == cudaSuccess, "CUDA call ", #expr, " failed: ", cudaGetErrorString(err_)); \
   } while (0)
+
+namespace alexnet {
+
+// Blocks until `event` has completed (or all work on `stream` has), counting a host wait (cuda_activity,
+// core/device.h) when it had not yet; returns what the synchronisation returns.
+inline cudaError_t cuda_wait_event(cudaEvent_t event) {
+  const cudaError_t q = cudaEventQuery(event);
+  if (q == cudaSuccess) return q;
+  if (q == cudaErrorNotReady) {
+    (void)cudaGetLastError();  // "not ready" must not stay behind as the runtime's last error
+    count_cuda_host_wait();
+  }
+  return cudaEventSynchronize(event);
+}
+inline cudaError_t cuda_wait_stream(cudaStream_t stream) {
+  const cudaError_t q = cudaStreamQuery(stream);
+  if (q == cudaSuccess) return q;
+  if (q == cudaErrorNotReady) {
+    (void)cudaGetLastError();
+    count_cuda_host_wait();
+  }
+  return cudaStreamSynchronize(stream);
+}
+
+}  // namespace alexnet

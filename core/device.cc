@@ -1,6 +1,8 @@
 // Device discovery: the one place that asks whether this build has CUDA.
 #include "core/device.h"
 
+#include <atomic>
+
 #include "core/error.h"
 
 namespace alexnet {
@@ -21,6 +23,21 @@ uint64_t cuda_device_pci_id(int device) {
   ALEXNET_FAIL("GPU ", device, ": this build has no CUDA support");
 }
 #endif
+
+namespace {
+std::atomic<int64_t> g_device_allocations{0}, g_host_allocations{0}, g_host_waits{0};
+}  // namespace
+
+CudaActivity cuda_activity() {
+  CudaActivity a;
+  a.device_allocations = g_device_allocations.load();
+  a.host_allocations = g_host_allocations.load();
+  a.host_waits = g_host_waits.load();
+  return a;
+}
+void count_cuda_device_allocation() { ++g_device_allocations; }
+void count_cuda_host_allocation() { ++g_host_allocations; }
+void count_cuda_host_wait() { ++g_host_waits; }
 
 int cuda_device_count() {
   std::string why;

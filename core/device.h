@@ -32,4 +32,22 @@ CudaDevicePeak cuda_device_peak(int device);
 // the host, whatever their CUDA_VISIBLE_DEVICES. Without CUDA in the build, an error.
 uint64_t cuda_device_pci_id(int device);
 
+// What this process's CUDA backend has done since it started, for the checks that a training step after
+// the first few allocates nothing and that the host waits for a GPU only where it reads a result (the loss):
+//   device_allocations  cudaMalloc calls (tensors, workspaces, arenas) and cuDNN / cuBLAS handles created
+//   host_allocations    page-locked host buffers allocated (staging of the pinned transfers, received batches)
+//   host_waits          times the host blocked on GPU work: a stream, event or device synchronisation that
+//                       found work unfinished (a device synchronisation and a blocking copy always count)
+// All 0 in a build without CUDA and in a run that uses no GPU.
+struct CudaActivity {
+  int64_t device_allocations = 0;
+  int64_t host_allocations = 0;
+  int64_t host_waits = 0;
+};
+CudaActivity cuda_activity();
+// For the CUDA backend's own translation units: one more of each.
+void count_cuda_device_allocation();
+void count_cuda_host_allocation();
+void count_cuda_host_wait();
+
 }  // namespace alexnet

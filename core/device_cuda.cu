@@ -19,6 +19,7 @@ void register_cuda_allocator() {
     ALEXNET_CUDA_CHECK(cudaSetDevice(index));
     void* p = nullptr;
     ALEXNET_CUDA_CHECK(cudaMalloc(&p, bytes == 0 ? 256 : bytes));
+    count_cuda_device_allocation();
     // Freed with its own device current (the current one is put back): the memory of a tower on another
     // GPU must not depend on which device the freeing thread had selected.
     return std::make_shared<Storage>(p, bytes, Device::cuda(index), [index](void* q) {
@@ -34,6 +35,7 @@ void register_cuda_allocator() {
   // memory is touched. Between two GPUs, cudaMemcpyPeer is ordered with the pending and later work of
   // both (a device-to-device cudaMemcpy may return while it still reads the source).
   a.copy = [](void* dst, Device dst_dev, const void* src, Device src_dev, size_t bytes) {
+    count_cuda_host_wait();  // both return once the copy is done
     if (dst_dev.is_cuda() && src_dev.is_cuda() && dst_dev.index != src_dev.index) {
       ALEXNET_CUDA_CHECK(cudaSetDevice(dst_dev.index));
       ALEXNET_CUDA_CHECK(cudaMemcpyPeer(dst, dst_dev.index, src, src_dev.index, bytes));
@@ -50,6 +52,7 @@ void register_cuda_allocator() {
   a.allocate_page_locked = [](size_t bytes) {
     void* p = nullptr;
     ALEXNET_CUDA_CHECK(cudaHostAlloc(&p, bytes == 0 ? 64 : bytes, cudaHostAllocPortable));
+    count_cuda_host_allocation();
     return std::make_shared<Storage>(p, bytes, Device::cpu(), [](void* q) { cudaFreeHost(q); }, true);
   };
   register_device_allocator(Device::Kind::kCUDA, a);

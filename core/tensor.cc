@@ -264,4 +264,18 @@ Tensor concat0(const std::vector<Tensor>& parts) {
   return out;
 }
 
+Tensor pad_rows(const Tensor& t, int64_t rows) {
+  ALEXNET_ASSERT(t.device().is_cpu() && t.ndim() >= 1 && t.dim(0) >= 1 && rows >= t.dim(0), "pad_rows of ",
+                 t.describe(), " to ", rows, " rows");
+  Shape shape = t.shape();
+  shape[0] = rows;
+  Tensor out = Tensor::empty(shape, t.dtype());
+  const size_t row = t.nbytes() / static_cast<size_t>(t.dim(0));
+  char* dst = static_cast<char*>(out.raw_data());
+  std::memcpy(dst, t.raw_data(), t.nbytes());
+  const char* last = static_cast<const char*>(t.raw_data()) + t.nbytes() - row;
+  for (int64_t r = t.dim(0); r < rows; ++r) std::memcpy(dst + static_cast<size_t>(r) * row, last, row);
+  return out;
+}
+
 }  // namespace alexnet

@@ -154,5 +154,7 @@ class Tensor {
 
 // Concatenates CPU tensors along dimension 0 (shapes equal beyond dimension 0).
 Tensor concat0(const std::vector<Tensor>& parts);
+// A CPU tensor of `rows` rows: t's rows (a CPU tensor with at least one), then copies of its last row.
+Tensor pad_rows(const Tensor& t, int64_t rows);
 
 }  // namespace alexnet

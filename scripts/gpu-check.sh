@@ -98,7 +98,7 @@ PY
 # The last record of each kind in a run's metrics.jsonl, as one table row; "n/a" for whatever the run
 # did not get to write (a missing file, a cut-off line, null for a value that was not finite).
 demo_row() {
-  host_python - "$@" <<'PY' || echo "| $1 | n/a | n/a | n/a | n/a | n/a |"
+  host_python - "$@" <<'PY' || echo "| $1 | n/a | n/a | n/a | n/a | n/a | n/a |"
 import json, sys
 label, metrics, batch = sys.argv[1], sys.argv[2], int(sys.argv[3])
 last = {}
@@ -119,13 +119,15 @@ def cell(v, f, scale=1.0):
     return f % (v * scale) if v is not None else "n/a"
 t, e, s = last.get("train"), last.get("eval"), last.get("summary")
 step_s = num(s, "step_s")
-print("| %s | %s | %s | %s | %s | %s |" % (
+allocs, waits = num(s, "steady_allocations_per_step"), num(s, "steady_host_waits_per_step")
+print("| %s | %s | %s | %s | %s | %s | %s |" % (
     label,
     cell(num(s, "steps_run"), "%d"),
     cell(batch / step_s if step_s else None, "%.0f"),
     cell(num(t, "loss"), "%.4f"),
     cell(num(e, "top1_error"), "%.1f%%", 100),
-    cell(num(e, "top5_error"), "%.1f%%", 100)))
+    cell(num(e, "top5_error"), "%.1f%%", 100),
+    "%.2f / %.2f" % (allocs, waits) if allocs is not None and waits is not None else "n/a"))
 PY
 }
 
@@ -359,8 +361,8 @@ print("\n".join(sorted(e for e in exes if e)))')
           demo_rows+=("$(demo_row "$precision, $result, $(( $(date +%s) - start )) s" "$run_dir/metrics.jsonl" 32)")
         done
         echo
-        echo "| demo job (precision, result, wall) | steps | img/s | last training loss | val top-1 error | val top-5 error |"
-        echo "|---|---|---|---|---|---|"
+        echo "| demo job (precision, result, wall) | steps | img/s | last training loss | val top-1 error | val top-5 error | per step after 3: allocations / host waits |"
+        echo "|---|---|---|---|---|---|---|"
         printf '%s\n' "${demo_rows[@]}"
         # Two ranks cannot share one GPU under NCCL: the job must stop with a message that says so.
         if [ "$backend" = cuda ]; then
@@ -452,8 +454,16 @@ print("\n".join(sorted(e for e in exes if e)))')
         t=$(awk '/^ours_gpu_tail_s/ {printf "%.2f", $2 * 1000}' "$logs/bench_$run.log" 2>/dev/null || true)
         tails="$tails ${run/_/ batch }: ${t:-failed} ms;"
       done
+      # What a timed step allocates (device and page-locked memory) and how often it blocks the host.
+      steady=""
+      for run in float32_128 bf16_128; do
+        a=$(awk '/^steady_allocations_per_step/ {a = $2} /^steady_host_waits_per_step/ {w = $2}
+                 END {if (a != "") print a " allocations, " w " host waits"}' "$logs/bench_$run.log" 2>/dev/null || true)
+        steady="$steady ${run/_/ batch }: ${a:-failed};"
+      done
       notes=("launch floor (float32): ${step8} ms per step at batch 8, ${step128:-failed} ms at batch 128"
-             "GPU tail after the host queued the step (median):${tails%;}")
+             "GPU tail after the host queued the step (median):${tails%;}"
+             "per timed step (pass and SGD):${steady%;}")
       # What the per-pass layout choice gains: bf16 at batch 128 with every convolution in NCHW.
       nchw=failed
       if limited 60 "$pack/app/bench_train" --device cuda --batch 128 --iters 20 --no-sgemm --no-crops \

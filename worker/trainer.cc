@@ -170,6 +170,9 @@ class Worker {
   // Whole-run timing sums for the summary.
   double run_wait_ = 0, run_step_ = 0, run_exposed_ = 0, run_inflight_ = 0;
   int64_t run_steps_ = 0;
+  // What the CUDA backend did in the steps after the first kWarmSteps of this run (cuda_activity).
+  static constexpr int64_t kWarmSteps = 3;
+  int64_t steady_steps_ = 0, steady_allocations_ = 0, steady_waits_ = 0;
   bool stop_requested_ = false, checkpoint_due_ = false;
   int64_t last_eval_step_ = -1;
   std::string last_checkpoint_path_;
@@ -353,6 +356,7 @@ void Worker::average_buffers() {
 
 void Worker::train_step() {
   const auto t0 = Clock::now();
+  const CudaActivity activity0 = cuda_activity();
   TrainBatch batch = client_->next_train_batch(state_.epoch, state_.epoch_step);
   const double wait = seconds_since(t0);
   lr_ = scheduler_->lr(state_.step, state_.epoch, state_.schedule);
@@ -418,6 +422,15 @@ void Worker::train_step() {
     }
     inflight = any ? last - first : 0;
   }
+  // After the first steps of the run (cuDNN searches, workspaces growing) a CUDA step should allocate
+  // nothing and block the host only for its results (core/device.h); the summary reports it.
+  if (run_steps_ >= kWarmSteps) {
+    const CudaActivity a = cuda_activity();
+    steady_allocations_ += a.device_allocations + a.host_allocations - activity0.device_allocations -
+                           activity0.host_allocations;
+    steady_waits_ += a.host_waits - activity0.host_waits;
+    ++steady_steps_;
+  }
   t_wait_ += wait, t_step_ += step_s, t_exposed_ += exposed, t_inflight_ += inflight, ++t_steps_;
   run_wait_ += wait, run_step_ += step_s, run_exposed_ += exposed, run_inflight_ += inflight, ++run_steps_;
 }
@@ -473,8 +486,24 @@ EvalResult Worker::evaluate() {
     std::vector<Tensor> parts;
     for (int64_t i = 0; i < rows; i += chunk) {
       const int64_t end = std::min(rows, i + chunk);
-      parts.push_back(d.images.defined() ? model_->infer(d.images.slice0(i, end))
-                                         : model_->infer(crop_batch(d.crops, d.augment, i, end)));
+      // CUDA towers get a short last chunk padded to the full one (copies of its last row, whose logits are
+      // dropped): the shapes of a training step again, so neither this pass nor the next step reallocates
+      // the towers' activations or searches cuDNN for a new shape.
+      const bool pad = devices_[0].is_cuda() && end - i < chunk;
+      Tensor out;
+      if (d.images.defined()) {
+        const Tensor x = d.images.slice0(i, end);
+        out = model_->infer(pad ? pad_rows(x, chunk) : x);
+      } else {
+        CropBatch b = crop_batch(d.crops, d.augment, i, end);
+        if (pad) {
+          b.crops = pad_rows(b.crops, chunk);
+          b.placement = pad_rows(b.placement, chunk);
+          b.lighting = pad_rows(b.lighting, chunk);
+        }
+        out = model_->infer(b);
+      }
+      parts.push_back(pad ? out.slice0(0, end - i) : out);
     }
     Tensor logits = parts.size() == 1 ? parts[0] : concat0(parts);
     const int64_t classes = logits.dim(1);
@@ -579,6 +608,12 @@ void Worker::summary(double wall_s, const std::string& how) {
            fmt("%.3f", (run_step_ - run_wait_ - run_exposed_) / steps), " + data wait ", fmt("%.3f", run_wait_ / steps),
            " + exposed allreduce ", fmt("%.3f", run_exposed_ / steps),
            reducing ? str_cat(" (", fmt("%.0f%%", 100 * hidden), " of communication hidden)") : std::string(" (1 rank)"));
+  const bool cuda = devices_[0].is_cuda() || devices_[1].is_cuda();
+  const double per_step = static_cast<double>(std::max<int64_t>(1, steady_steps_));
+  if (cuda && steady_steps_ > 0)
+    log_info("summary: CUDA, per training step after the first ", kWarmSteps, " of this run (", steady_steps_, " steps): ",
+             fmt("%.2f", steady_allocations_ / per_step), " allocations (device and page-locked), ",
+             fmt("%.2f", steady_waits_ / per_step), " host waits for the GPU");
   if (have_eval_) {
     const double n = std::max(1.0, last_eval_.images);
     log_info("summary: validation at step ", last_eval_step_, ": top-1 error ", fmt("%.2f%%", 100 * (1 - last_eval_.top1 / n)),
@@ -593,7 +628,9 @@ void Worker::summary(double wall_s, const std::string& how) {
       << ", \"data_wait_s\": " << num(run_wait_ / steps) << ", \"exposed_comm_s\": " << num(run_exposed_ / steps)
       << ", \"comm_in_flight_s\": " << num(run_inflight_ / steps) << ", \"hidden_fraction\": " << (reducing ? num(hidden) : "null")
       << ", \"workers\": " << world_->size() << ", \"overlap\": " << (config_.parallel.overlap ? "true" : "false")
-      << ", \"bucket_mb\": " << num(config_.parallel.bucket_mb) << "}";
+      << ", \"bucket_mb\": " << num(config_.parallel.bucket_mb)
+      << ", \"steady_allocations_per_step\": " << (cuda && steady_steps_ > 0 ? num(steady_allocations_ / per_step) : "null")
+      << ", \"steady_host_waits_per_step\": " << (cuda && steady_steps_ > 0 ? num(steady_waits_ / per_step) : "null") << "}";
   append_metrics(rec.str());
 }
 

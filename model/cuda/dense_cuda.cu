@@ -89,12 +89,13 @@ struct Arena {
   void* ensure(size_t need, CudaStream stream) {
     if (need > bytes) {
       if (data) {
-        ALEXNET_CUDA_CHECK(cudaStreamSynchronize(stream));
+        ALEXNET_CUDA_CHECK(cuda_wait_stream(stream));
         ALEXNET_CUDA_CHECK(cudaFree(data));
       }
       data = nullptr;
       bytes = 0;
       ALEXNET_CUDA_CHECK(cudaMalloc(&data, need));
+      count_cuda_device_allocation();
       bytes = need;
     }
     return data;
@@ -119,8 +120,10 @@ StreamContext& context(int device, CudaStream stream) {
     auto ctx = std::make_unique<StreamContext>();
     ALEXNET_CUDA_CHECK(cudaSetDevice(device));
     CUDNN_OK(cudnnCreate(&ctx->cudnn));
+    count_cuda_device_allocation();
     CUDNN_OK(cudnnSetStream(ctx->cudnn, stream));
     CUBLAS_OK(cublasCreate(&ctx->cublas));
+    count_cuda_device_allocation();
     CUBLAS_OK(cublasSetStream(ctx->cublas, stream));
     slot = std::move(ctx);
   }
@@ -665,7 +668,7 @@ float time_on(CudaStream s, Work work) {
   ALEXNET_CUDA_CHECK(cudaEventRecord(e.a, s));
   work();
   ALEXNET_CUDA_CHECK(cudaEventRecord(e.b, s));
-  ALEXNET_CUDA_CHECK(cudaEventSynchronize(e.b));
+  ALEXNET_CUDA_CHECK(cuda_wait_event(e.b));
   float ms = 0;
   ALEXNET_CUDA_CHECK(cudaEventElapsedTime(&ms, e.a, e.b));
   return ms;

@@ -616,7 +616,7 @@ CudaPinnedTransfers::Slot& CudaPinnedTransfers::next_slot(const Tensor& host, co
   // The slot's copy of an earlier pass must have finished before its memory is written again (or, for
   // a source read in place, released).
   if (slot.done) {
-    ALEXNET_CUDA_CHECK(cudaEventSynchronize(slot.done));
+    ALEXNET_CUDA_CHECK(cuda_wait_event(slot.done));
     slot.source = Tensor();
   } else {
     ALEXNET_CUDA_CHECK(cudaEventCreateWithFlags(&slot.done, cudaEventDisableTiming));
@@ -626,6 +626,7 @@ CudaPinnedTransfers::Slot& CudaPinnedTransfers::next_slot(const Tensor& host, co
     slot.host = nullptr;
     slot.capacity = 0;
     ALEXNET_CUDA_CHECK(cudaMallocHost(&slot.host, bytes));
+    count_cuda_host_allocation();
     slot.capacity = bytes;
   }
   slot.bytes = bytes;
@@ -659,9 +660,15 @@ void CudaPinnedTransfers::download(const Tensor& src, Tensor& dst, CudaStream s)
 void CudaPinnedTransfers::finish() {
   const size_t used = used_;
   used_ = 0;  // a failed copy below leaves no slot marked in use
+  bool waited = false;  // one wait of the host however many copies it waits for (cuda_activity)
   for (size_t i = 0; i < used; ++i) {
     Slot& slot = slots_[i];
     if (slot.bytes == 0) continue;
+    if (!waited && cudaEventQuery(slot.done) == cudaErrorNotReady) {
+      (void)cudaGetLastError();
+      count_cuda_host_wait();
+      waited = true;
+    }
     const cudaError_t err = cudaEventSynchronize(slot.done);
     ALEXNET_CHECK(err == cudaSuccess, "a pinned copy on GPU ", device_, " (or the work queued before it): CUDA error: ",
                   cudaGetErrorString(err));
@@ -675,12 +682,13 @@ void CudaPinnedTransfers::finish() {
 
 void cuda_sync_device(int device, const char* what) {
   ALEXNET_CUDA_CHECK(cudaSetDevice(device));
+  count_cuda_host_wait();
   const cudaError_t err = cudaDeviceSynchronize();
   ALEXNET_CHECK(err == cudaSuccess, "", what, ": CUDA error on GPU ", device, ": ", cudaGetErrorString(err));
 }
 
 void cuda_sync_check(CudaStream s, const char* what) {
-  const cudaError_t err = cudaStreamSynchronize(s);
+  const cudaError_t err = cuda_wait_stream(s);
   ALEXNET_CHECK(err == cudaSuccess, "", what, ": CUDA error: ", cudaGetErrorString(err));
 }
 

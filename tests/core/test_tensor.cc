@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <vector>
 
 #include "core/device.h"
 #include "core/error.h"
@@ -83,6 +84,19 @@ TEST(Tensor, ConvertsAndConcatenates) {
   Tensor d = c.to(DType::kF64);
   EXPECT_EQ(d.data<double>()[0], 1.5);
   EXPECT_EQ(d.to(DType::kF32).data<float>()[1], -2.0f);
+}
+
+// A short last chunk padded to the full one: its rows, then its last row again; a slice pads from its own rows.
+TEST(Tensor, PadRowsRepeatsTheLastRow) {
+  const Tensor t = Tensor::from_vector<int32_t>({4, 2, 1}, {1, 2, 3, 4, 5, 6, 7, 8});
+  const Tensor p = pad_rows(t.slice0(1, 3), 5);
+  EXPECT_EQ(p.shape(), (Shape{5, 2, 1}));
+  EXPECT_EQ(std::vector<int32_t>(p.data<int32_t>(), p.data<int32_t>() + p.numel()),
+            (std::vector<int32_t>{3, 4, 5, 6, 5, 6, 5, 6, 5, 6}));
+  const Tensor same = pad_rows(t, 4);
+  EXPECT_FALSE(same.shares_storage(t));
+  EXPECT_EQ(std::memcmp(same.raw_data(), t.raw_data(), t.nbytes()), 0);
+  EXPECT_THROW(pad_rows(t, 3), InternalError);
 }
 
 TEST(Tensor, NoCudaBackendIsAClearError) {

@@ -1,7 +1,8 @@
 // The two-tower graph on CUDA devices against the same graph on the CPU: the same initialisation and
 // batch (fresh random pixels each run), dropout on with sample ids, then logits, loss, every gradient,
 // the weights after two SGD steps and the inference logits. Both towers on GPU 0, and one tower per GPU
-// when two are present. Also the uint8 input path (CropBatch), TF32 and bf16, and a short training run.
+// when two are present. Also the uint8 input path (CropBatch), TF32 and bf16, the steady state of a step
+// (no allocation, one host wait), and a short training run.
 // Label gpu: skips without a device.
 #include <gtest/gtest.h>
 
@@ -272,6 +273,77 @@ TEST(AlexNetCudaCrops, CropBatchIsTheCpuGraphOnNormalisedCrops) {
     const Tensor from_device = gpu.infer(images.clone(Device::cuda(0)));
     EXPECT_EQ(std::memcmp(from_device.raw_data(), from_crops.raw_data(), from_crops.nbytes()), 0) << what;
   }
+}
+
+// After its first steps (the cuDNN searches, the workspaces and arenas growing) a training step, pass and
+// SGD, with dropout drawing for new sample ids and a new step number each time, allocates no device or
+// page-locked memory and blocks the host at most once, for the loss; an inference pass allocates nothing
+// and waits once, for the logits it returns. From float images on the host and from uint8 crops, LRN and
+// batch norm, float32 and bf16, both towers on GPU 0 and, with two GPUs, one tower on each.
+TEST(AlexNetCudaSteadyState, AStepAllocatesNothingAndWaitsOnlyForTheLoss) {
+  const int gpus = cuda_device_count();
+  if (gpus == 0) GTEST_SKIP() << "no CUDA device: " << device_summary();
+  const uint64_t seed = printed_seed();
+  const int64_t n = 8, side = 99;
+  const Tensor images = testing::random_tensor({n, 3, side, side}, seed, -100, 100).to(DType::kF32);
+  std::vector<int64_t> lab(n), ids(n);
+  for (int64_t i = 0; i < n; ++i) lab[i] = (static_cast<int64_t>(seed % 10) + i) % 10;
+  const Tensor labels = Tensor::from_vector<int64_t>({n}, lab);
+  CropBatch crops;
+  crops.crops = Tensor::empty({n, 3, side, side}, DType::kU8);
+  const CounterRng pix(make_key(seed, RngPurpose::kLighting), 2);
+  for (int64_t i = 0; i < crops.crops.numel(); ++i)
+    crops.crops.data<uint8_t>()[i] = static_cast<uint8_t>(pix.bits(static_cast<uint64_t>(i)) & 0xff);
+  crops.placement = Tensor::zeros({n, 3}, DType::kI32);
+  crops.lighting = Tensor::zeros({n, 3});
+  std::vector<std::array<Device, kTowers>> placements = {{Device::cuda(0), Device::cuda(0)}};
+  if (gpus >= 2) placements.push_back({Device::cuda(0), Device::cuda(1)});
+  for (const auto& devices : placements)
+    for (const NormKind norm : {NormKind::kLrn, NormKind::kBatchNorm})
+      for (const Precision precision : {Precision::kFloat32, Precision::kBf16}) {
+        const PrecisionScope scope(precision);
+        ModelConfig cfg = small_model();
+        cfg.norm = norm;
+        AlexNet net(cfg, devices);
+        net.init_scaled(seed % 1000);
+        net.set_input_mean(Tensor::from_vector<float>({3}, {123.68f, 116.78f, 103.94f}));
+        uint64_t step = 0;
+        auto train = [&](bool from_crops) {
+          for (int64_t i = 0; i < n; ++i) ids[i] = static_cast<int64_t>(step) * n + i;
+          PassOptions opt;
+          opt.seed = seed;
+          opt.step = step++;
+          opt.sample_ids = ids.data();
+          Tensor logits;
+          if (from_crops) net.train_pass(crops, labels, opt, &logits);
+          else net.train_pass(images, labels, opt, &logits);
+          net.sgd_step(0.001, 0.9, 0.0005);
+        };
+        const std::string base = str_cat(devices[0].str(), "+", devices[1].str(), " ", enum_name(norm), " ",
+                                         enum_name(precision));
+        const int steps = 4;
+        for (const bool from_crops : {false, true}) {
+          const std::string what = base + (from_crops ? " crops" : " images");
+          for (int i = 0; i < 3; ++i) train(from_crops);
+          const CudaActivity before = cuda_activity();
+          for (int i = 0; i < steps; ++i) train(from_crops);
+          const CudaActivity after = cuda_activity();
+          std::printf("%s: %lld device and %lld page-locked allocations, %lld host waits in %d steps\n", what.c_str(),
+                      static_cast<long long>(after.device_allocations - before.device_allocations),
+                      static_cast<long long>(after.host_allocations - before.host_allocations),
+                      static_cast<long long>(after.host_waits - before.host_waits), steps);
+          EXPECT_EQ(after.device_allocations, before.device_allocations) << what;
+          EXPECT_EQ(after.host_allocations, before.host_allocations) << what;
+          EXPECT_LE(after.host_waits - before.host_waits, steps) << what;
+        }
+        for (int i = 0; i < 2; ++i) net.infer(images);
+        const CudaActivity before = cuda_activity();
+        for (int i = 0; i < steps; ++i) net.infer(images);
+        const CudaActivity after = cuda_activity();
+        EXPECT_EQ(after.device_allocations, before.device_allocations) << base << " infer";
+        EXPECT_EQ(after.host_allocations, before.host_allocations) << base << " infer";
+        EXPECT_LE(after.host_waits - before.host_waits, steps) << base << " infer";
+      }
 }
 
 // A short training run: 20 steps of the paper's SGD with dropout on learnable data (each class its own
