@@ -342,8 +342,10 @@ print("\n".join(sorted(e for e in exes if e)))')
       app=$pack/app
       backend=${GPU_CHECK_DEMO_BACKEND:-cuda}
       read -r -a extra <<<"${GPU_CHECK_DEMO_ARGS:---set data.threads=4}"
+      # Evaluation batches of 24 against training batches of 32: every evaluation chunk is a short one,
+      # padded to the training shapes on the GPU (Worker::evaluate), which the steady-state column checks.
       common=(--config configs/demo.yaml --set "data.root=$data" --set "parallel.backend=$backend"
-              --set parallel.devices_per_rank=1)
+              --set parallel.devices_per_rank=1 --set data.eval_batch=24)
       if limited 60 "$app/alexnet-tool" synth --out "$data" --classes 10 --train-per-class 64 --val-per-class 20 --seed 1 \
            >"$logs/demo_prepare.log" 2>&1 &&
          limited 60 "$app/alexnet-tool" prepare "${common[@]}" --shards >>"$logs/demo_prepare.log" 2>&1; then
