@@ -35,7 +35,8 @@ void register_cuda_allocator() {
   // memory is touched. Between two GPUs, cudaMemcpyPeer is ordered with the pending and later work of
   // both (a device-to-device cudaMemcpy may return while it still reads the source).
   a.copy = [](void* dst, Device dst_dev, const void* src, Device src_dev, size_t bytes) {
-    count_cuda_host_wait();  // both return once the copy is done
+    // A copy from or to the host returns once it is done; one between device buffers may return earlier.
+    if (!src_dev.is_cuda() || !dst_dev.is_cuda()) count_cuda_host_wait();
     if (dst_dev.is_cuda() && src_dev.is_cuda() && dst_dev.index != src_dev.index) {
       ALEXNET_CUDA_CHECK(cudaSetDevice(dst_dev.index));
       ALEXNET_CUDA_CHECK(cudaMemcpyPeer(dst, dst_dev.index, src, src_dev.index, bytes));

@@ -343,7 +343,8 @@ print("\n".join(sorted(e for e in exes if e)))')
       backend=${GPU_CHECK_DEMO_BACKEND:-cuda}
       read -r -a extra <<<"${GPU_CHECK_DEMO_ARGS:---set data.threads=4}"
       # Evaluation batches of 24 against training batches of 32: every evaluation chunk is a short one,
-      # padded to the training shapes on the GPU (Worker::evaluate), which the steady-state column checks.
+      # padded to the training shapes on the GPU (Worker::evaluate), and the steady-state column shows
+      # whether the training steps after an evaluation allocate again.
       common=(--config configs/demo.yaml --set "data.root=$data" --set "parallel.backend=$backend"
               --set parallel.devices_per_rank=1 --set data.eval_batch=24)
       if limited 60 "$app/alexnet-tool" synth --out "$data" --classes 10 --train-per-class 64 --val-per-class 20 --seed 1 \
@@ -456,7 +457,8 @@ print("\n".join(sorted(e for e in exes if e)))')
         t=$(awk '/^ours_gpu_tail_s/ {printf "%.2f", $2 * 1000}' "$logs/bench_$run.log" 2>/dev/null || true)
         tails="$tails ${run/_/ batch }: ${t:-failed} ms;"
       done
-      # What a timed step allocates (device and page-locked memory) and how often it blocks the host.
+      # What a timed step allocates (device and page-locked memory) and how often it blocks the host (the
+      # float batch already on the GPU; the demo column above has the worker's own crops path).
       steady=""
       for run in float32_128 bf16_128; do
         a=$(awk '/^steady_allocations_per_step/ {a = $2} /^steady_host_waits_per_step/ {w = $2}

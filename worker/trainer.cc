@@ -488,7 +488,7 @@ EvalResult Worker::evaluate() {
       const int64_t end = std::min(rows, i + chunk);
       // CUDA towers get a short last chunk padded to the full one (copies of its last row, whose logits are
       // dropped): the shapes of a training step again, so neither this pass nor the next step reallocates
-      // the towers' activations or searches cuDNN for a new shape.
+      // the towers' device memory or searches cuDNN for a new shape.
       const bool pad = devices_[0].is_cuda() && end - i < chunk;
       Tensor out;
       if (d.images.defined()) {
