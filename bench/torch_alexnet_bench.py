@@ -43,7 +43,12 @@ def main():
                     help="native: PyTorch's own F.local_response_norm per tower (alpha scaled by n, which for odd "
                          "n is the paper's formula), its fastest form; reference: the parity tests' spelled-out "
                          "sum. Default: native on CUDA, reference on the CPU (the anchor of the recorded CPU figures)")
+    ap.add_argument("--compile", action="store_true",
+                    help="run the model through torch.compile (PyTorch 2; the warm-up steps include the compilation)")
     args = ap.parse_args()
+    if args.compile and not hasattr(torch, "compile"):
+        print(f"torch_alexnet_bench: --compile needs PyTorch 2 (this is {torch.__version__})", file=sys.stderr)
+        return 2
     if args.lrn is None:
         args.lrn = "native" if args.device == "cuda" else "reference"
     if args.lrn == "native":
@@ -74,6 +79,7 @@ def main():
         x = x.to("cuda").contiguous(memory_format=torch.channels_last)
         y = y.to("cuda")
 
+    forward = torch.compile(model) if args.compile else model
     decayed = [i for i, (name, _) in enumerate(params) if ta.decays(name)]
     decayed_v = [velocity[i] for i in decayed]
     decayed_w = [params[i][1] for i in decayed]
@@ -81,7 +87,7 @@ def main():
     def train_step():
         bf16 = cuda and args.precision == "bf16"
         with torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
-            loss = F.cross_entropy(model(x, dropout=True).float(), y)
+            loss = F.cross_entropy(forward(x, dropout=True).float(), y)
         model.zero_grad(set_to_none=False)
         loss.backward()
         with torch.no_grad():
@@ -105,7 +111,7 @@ def main():
         times.append(time.perf_counter() - t0)
     median = statistics.median(times)
     print(f"# torch {torch.__version__}, {args.device} {args.precision}, {args.threads} threads, batch {args.batch}, norm {args.norm}, "
-          f"{args.classes} classes, LRN {args.lrn}; step times {', '.join(f'{t:.3f}' for t in times)} s; last loss {loss:.4f}",
+          f"{args.classes} classes, LRN {args.lrn}{', torch.compile' if args.compile else ''}; step times {', '.join(f'{t:.3f}' for t in times)} s; last loss {loss:.4f}",
           file=sys.stderr)
     print(f"torch_img_per_s {args.batch / median:.2f}")
     return 0

@@ -477,6 +477,22 @@ print("\n".join(sorted(e for e in exes if e)))')
       fastest_layout=$(awk '/^ours_img_per_s/ {print $2}' "$logs/bench_bf16_128.log" 2>/dev/null || true)
       notes+=("bf16, batch 128: ${nchw} img/s with NCHW operands only, ${fastest_layout:-failed} img/s with each pass in the layout cuDNN timed fastest")
       bench_rows 256
+      # Last, as its compilation takes a good part of a minute: PyTorch through its own compiler
+      # (torch.compile, where the machine's PyTorch is version 2) at batch 128, beside our figure above.
+      for precision in float32 bf16; do
+        rc=0
+        compiled=$(limited 120 "${host_env[@]}" python3 bench/torch_alexnet_bench.py --device cuda --precision "$precision" \
+                     --batch 128 --iters 20 --warmup 5 --compile 2>"$logs/torch_compile_${precision}_128.log" |
+                   awk '/^torch_img_per_s/ {print $2}') || rc=$?
+        if [ -n "$compiled" ]; then
+          compiled="$compiled img/s"
+        else
+          compiled=$(outcome "$rc")
+          [ "$rc" != 0 ] || compiled="no figure"
+        fi
+        ours128=$(awk '/^ours_img_per_s/ {print $2 " img/s"}' "$logs/bench_${precision}_128.log" 2>/dev/null || true)
+        notes+=("PyTorch with torch.compile, $precision, batch 128: $compiled (ours ${ours128:-failed})")
+      done
       echo
       printf '%s\n' "${notes[@]}"
       [ ${#failures[@]} = 0 ] || printf '%s\n' "${failures[@]}"
