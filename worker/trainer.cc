@@ -29,6 +29,7 @@
 #include "launcher/launch_plan.h"
 #include "model/alexnet.h"
 #include "model/layers.h"
+#include "worker/eval_chunks.h"
 #include "worker/run_state.h"
 #include "worker/schedule.h"
 #if ALEXNET_WITH_CUDA
@@ -39,22 +40,6 @@
 namespace alexnet {
 namespace fs = std::filesystem;
 namespace {
-
-// Rows [begin, end) of a batch as received, for towers that normalise on their GPUs.
-CropBatch crop_batch(const Tensor& crops, const std::vector<SampleAugment>& augment, int64_t begin, int64_t end) {
-  CropBatch b;
-  b.crops = crops.slice0(begin, end);
-  std::vector<int32_t> place;
-  std::vector<float> light;
-  for (int64_t i = begin; i < end; ++i) {
-    const SampleAugment& a = augment[static_cast<size_t>(i)];
-    place.insert(place.end(), {a.crop_x, a.crop_y, a.flip ? 1 : 0});
-    light.insert(light.end(), a.lighting.begin(), a.lighting.end());
-  }
-  b.placement = Tensor::from_vector<int32_t>({end - begin, 3}, place);
-  b.lighting = Tensor::from_vector<float>({end - begin, 3}, light);
-  return b;
-}
 
 // Set by the signal thread (install_stop_handlers), read at every step.
 std::atomic<int> g_stop_signal{0};
@@ -483,29 +468,8 @@ EvalResult Worker::evaluate() {
     const int views = d.views;
     r.views = views;
     const int64_t rows = d.crops.dim(0);
-    std::vector<Tensor> parts;
-    for (int64_t i = 0; i < rows; i += chunk) {
-      const int64_t end = std::min(rows, i + chunk);
-      // CUDA towers get a short last chunk padded to the full one (copies of its last row, whose logits are
-      // dropped): the shapes of a training step again, so neither this pass nor the next step reallocates
-      // the towers' device memory or searches cuDNN for a new shape.
-      const bool pad = devices_[0].is_cuda() && end - i < chunk;
-      Tensor out;
-      if (d.images.defined()) {
-        const Tensor x = d.images.slice0(i, end);
-        out = model_->infer(pad ? pad_rows(x, chunk) : x);
-      } else {
-        CropBatch b = crop_batch(d.crops, d.augment, i, end);
-        if (pad) {
-          b.crops = pad_rows(b.crops, chunk);
-          b.placement = pad_rows(b.placement, chunk);
-          b.lighting = pad_rows(b.lighting, chunk);
-        }
-        out = model_->infer(b);
-      }
-      parts.push_back(pad ? out.slice0(0, end - i) : out);
-    }
-    Tensor logits = parts.size() == 1 ? parts[0] : concat0(parts);
+    // CUDA towers get a short last chunk padded to a full one: the shapes of a training step again.
+    const Tensor logits = infer_in_chunks(*model_, d, chunk, devices_[0].is_cuda());
     const int64_t classes = logits.dim(1);
     const float* l = logits.data<float>();
     softmax_rows(l, rows, classes, probs);

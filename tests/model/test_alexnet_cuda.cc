@@ -2,7 +2,7 @@
 // batch (fresh random pixels each run), dropout on with sample ids, then logits, loss, every gradient,
 // the weights after two SGD steps and the inference logits. Both towers on GPU 0, and one tower per GPU
 // when two are present. Also the uint8 input path (CropBatch), TF32 and bf16, the steady state of a step
-// (no allocation, one host wait), and a short training run.
+// (no allocation, one host wait), the worker's padded evaluation chunks, and a short training run.
 // Label gpu: skips without a device.
 #include <gtest/gtest.h>
 
@@ -22,6 +22,7 @@
 #include "tests/common/expect.h"
 #include "tests/common/precision_scope.h"
 #include "tests/common/random_crops.h"
+#include "worker/eval_chunks.h"
 
 namespace alexnet {
 namespace {
@@ -356,6 +357,36 @@ TEST(AlexNetCudaSteadyState, AStepAllocatesNothingAndWaitsOnlyForTheLoss) {
           for (int i = 0; i < 3; ++i) check(str_cat(what, ", inference pass ", i + 3), 1, [&] { infer(input); });
         }
       }
+}
+
+// The worker's evaluation from uint8 crops on the GPUs (worker/eval_chunks.h): seven rows in chunks of 3,
+// the short last chunk padded to a full one, give the logits of the unpadded passes, and the towers' last
+// pass saw the full chunk.
+TEST(AlexNetCudaEval, APaddedLastChunkKeepsEveryRowsLogits) {
+  const int gpus = cuda_device_count();
+  if (gpus == 0) GTEST_SKIP() << "no CUDA device: " << device_summary();
+  const PrecisionScope float32(Precision::kFloat32);
+  const uint64_t seed = printed_seed();
+  const int64_t rows = 7, side = 99;
+  AlexNet net(small_model(), {Device::cuda(0), Device::cuda(gpus >= 2 ? 1 : 0)});
+  net.init_scaled(seed % 1000);
+  net.set_input_mean(Tensor::from_vector<float>({3}, {123.68f, 116.78f, 103.94f}));
+  EvalData d;
+  d.crops = Tensor::empty({rows, 3, side, side}, DType::kU8);
+  const CounterRng pix(make_key(seed, RngPurpose::kLighting), 3);
+  for (int64_t i = 0; i < d.crops.numel(); ++i)
+    d.crops.data<uint8_t>()[i] = static_cast<uint8_t>(pix.bits(static_cast<uint64_t>(i)) & 0xff);
+  for (int64_t i = 0; i < rows; ++i) {
+    SampleAugment a;
+    a.flip = i % 2 == 1;
+    a.lighting = {static_cast<float>(i) - 3.0f, 1.5f, -2.0f};
+    d.augment.push_back(a);
+  }
+  const Tensor plain = infer_in_chunks(net, d, 3, false);
+  const Tensor padded = infer_in_chunks(net, d, 3, true);
+  EXPECT_EQ(net.activation(0, "x").dim(0), 3) << "the last chunk was not padded";
+  ASSERT_EQ(padded.shape(), plain.shape());
+  EXPECT_LE(rel_l2_diff(padded, plain), 1e-4);
 }
 
 // A short training run: 20 steps of the paper's SGD with dropout on learnable data (each class its own
