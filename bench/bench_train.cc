@@ -168,9 +168,7 @@ int main(int argc, char** argv) {
         if (it >= warmup) {
           times.push_back(seconds_since(t0));
           tails.push_back(times.back() - queued);
-          steady.device_allocations += a1.device_allocations - a0.device_allocations;
-          steady.host_allocations += a1.host_allocations - a0.host_allocations;
-          steady.host_waits += a1.host_waits - a0.host_waits;
+          steady += a1 - a0;
         }
       }
       tail = median(tails);

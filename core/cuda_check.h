@@ -15,24 +15,22 @@
 
 namespace alexnet {
 
+// Whether a cudaEventQuery / cudaStreamQuery result says the work is still running ("not ready", which is
+// then cleared so that it does not stay behind as the runtime's last error).
+inline bool cuda_still_running(cudaError_t query) {
+  if (query != cudaErrorNotReady) return false;
+  (void)cudaGetLastError();
+  return true;
+}
+
 // Blocks until `event` has completed (or all work on `stream` has), counting a host wait (cuda_activity,
 // core/device.h) when it had not yet; returns what the synchronisation returns.
 inline cudaError_t cuda_wait_event(cudaEvent_t event) {
-  const cudaError_t q = cudaEventQuery(event);
-  if (q == cudaSuccess) return q;
-  if (q == cudaErrorNotReady) {
-    (void)cudaGetLastError();  // "not ready" must not stay behind as the runtime's last error
-    count_cuda_host_wait();
-  }
+  if (cuda_still_running(cudaEventQuery(event))) count_cuda_host_wait();
   return cudaEventSynchronize(event);
 }
 inline cudaError_t cuda_wait_stream(cudaStream_t stream) {
-  const cudaError_t q = cudaStreamQuery(stream);
-  if (q == cudaSuccess) return q;
-  if (q == cudaErrorNotReady) {
-    (void)cudaGetLastError();
-    count_cuda_host_wait();
-  }
+  if (cuda_still_running(cudaStreamQuery(stream))) count_cuda_host_wait();
   return cudaStreamSynchronize(stream);
 }
 

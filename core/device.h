@@ -43,6 +43,18 @@ struct CudaActivity {
   int64_t device_allocations = 0;
   int64_t host_allocations = 0;
   int64_t host_waits = 0;
+
+  // What happened between two readings (later - earlier), and sums of such differences.
+  CudaActivity operator-(const CudaActivity& earlier) const {
+    return {device_allocations - earlier.device_allocations, host_allocations - earlier.host_allocations,
+            host_waits - earlier.host_waits};
+  }
+  CudaActivity& operator+=(const CudaActivity& more) {
+    device_allocations += more.device_allocations;
+    host_allocations += more.host_allocations;
+    host_waits += more.host_waits;
+    return *this;
+  }
 };
 CudaActivity cuda_activity();
 // For the CUDA backend's own translation units: one more of each.

@@ -157,7 +157,8 @@ class Worker {
   int64_t run_steps_ = 0;
   // What the CUDA backend did in the steps after the first kWarmSteps of this run (cuda_activity).
   static constexpr int64_t kWarmSteps = 3;
-  int64_t steady_steps_ = 0, steady_allocations_ = 0, steady_waits_ = 0;
+  int64_t steady_steps_ = 0;
+  CudaActivity steady_;
   bool stop_requested_ = false, checkpoint_due_ = false;
   int64_t last_eval_step_ = -1;
   std::string last_checkpoint_path_;
@@ -410,10 +411,7 @@ void Worker::train_step() {
   // After the first steps of the run (cuDNN searches, workspaces growing) a CUDA step should allocate
   // nothing and block the host only for its results (core/device.h); the summary reports it.
   if (run_steps_ >= kWarmSteps) {
-    const CudaActivity a = cuda_activity();
-    steady_allocations_ += a.device_allocations + a.host_allocations - activity0.device_allocations -
-                           activity0.host_allocations;
-    steady_waits_ += a.host_waits - activity0.host_waits;
+    steady_ += cuda_activity() - activity0;
     ++steady_steps_;
   }
   t_wait_ += wait, t_step_ += step_s, t_exposed_ += exposed, t_inflight_ += inflight, ++t_steps_;
@@ -574,10 +572,11 @@ void Worker::summary(double wall_s, const std::string& how) {
            reducing ? str_cat(" (", fmt("%.0f%%", 100 * hidden), " of communication hidden)") : std::string(" (1 rank)"));
   const bool cuda = devices_[0].is_cuda() || devices_[1].is_cuda();
   const double per_step = static_cast<double>(std::max<int64_t>(1, steady_steps_));
+  const double allocations = static_cast<double>(steady_.device_allocations + steady_.host_allocations);
   if (cuda && steady_steps_ > 0)
     log_info("summary: CUDA, per training step after the first ", kWarmSteps, " of this run (", steady_steps_, " steps): ",
-             fmt("%.2f", steady_allocations_ / per_step), " allocations (device and page-locked), ",
-             fmt("%.2f", steady_waits_ / per_step), " host waits for the GPU");
+             fmt("%.2f", allocations / per_step), " allocations (device and page-locked), ",
+             fmt("%.2f", steady_.host_waits / per_step), " host waits for the GPU");
   if (have_eval_) {
     const double n = std::max(1.0, last_eval_.images);
     log_info("summary: validation at step ", last_eval_step_, ": top-1 error ", fmt("%.2f%%", 100 * (1 - last_eval_.top1 / n)),
@@ -593,8 +592,8 @@ void Worker::summary(double wall_s, const std::string& how) {
       << ", \"comm_in_flight_s\": " << num(run_inflight_ / steps) << ", \"hidden_fraction\": " << (reducing ? num(hidden) : "null")
       << ", \"workers\": " << world_->size() << ", \"overlap\": " << (config_.parallel.overlap ? "true" : "false")
       << ", \"bucket_mb\": " << num(config_.parallel.bucket_mb)
-      << ", \"steady_allocations_per_step\": " << (cuda && steady_steps_ > 0 ? num(steady_allocations_ / per_step) : "null")
-      << ", \"steady_host_waits_per_step\": " << (cuda && steady_steps_ > 0 ? num(steady_waits_ / per_step) : "null") << "}";
+      << ", \"steady_allocations_per_step\": " << (cuda && steady_steps_ > 0 ? num(allocations / per_step) : "null")
+      << ", \"steady_host_waits_per_step\": " << (cuda && steady_steps_ > 0 ? num(steady_.host_waits / per_step) : "null") << "}";
   append_metrics(rec.str());
 }
 

@@ -664,8 +664,7 @@ void CudaPinnedTransfers::finish() {
   for (size_t i = 0; i < used; ++i) {
     Slot& slot = slots_[i];
     if (slot.bytes == 0) continue;
-    if (!waited && cudaEventQuery(slot.done) == cudaErrorNotReady) {
-      (void)cudaGetLastError();
+    if (!waited && cuda_still_running(cudaEventQuery(slot.done))) {
       count_cuda_host_wait();
       waited = true;
     }
