@@ -241,9 +241,14 @@ std::unique_ptr<CommRequest> NcclCommunicator::enqueue(const char* call, const s
     state_->spare->pop_back();
   }
   auto request = std::make_unique<NcclRequest>(*this, call, device_, done, state_->spare);
-  // The buffers were written on the source stream: wait for that work, not for later work.
-  ALEXNET_CUDA_CHECK(cudaEventRecord(state_->ready, source_ ? source_ : cudaStreamLegacy));
-  ALEXNET_CUDA_CHECK(cudaStreamWaitEvent(state_->stream, state_->ready, 0));
+  // The buffers were written on the source stream: wait for that work, not for later work. A replayed
+  // training graph names the event inside it where they became final (CudaReadyEventScope, core/device.h).
+  if (auto* replayed = static_cast<cudaEvent_t>(cuda_ready_event())) {
+    ALEXNET_CUDA_CHECK(cudaStreamWaitEvent(state_->stream, replayed, 0));
+  } else {
+    ALEXNET_CUDA_CHECK(cudaEventRecord(state_->ready, source_ ? source_ : cudaStreamLegacy));
+    ALEXNET_CUDA_CHECK(cudaStreamWaitEvent(state_->stream, state_->ready, 0));
+  }
   collective();
   // On the non-blocking communicator the call may still be queueing its kernels (ncclInProgress):
   // nothing else goes to the stream before it has.

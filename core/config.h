@@ -164,6 +164,7 @@ struct ParallelConfig {
   int threads = 0;
   Precision precision = Precision::kFloat32;
   bool deterministic = true;
+  bool cuda_graphs = false;
   double bucket_mb = 25;
   bool overlap = true;
   double comm_timeout_s = 1800;
@@ -173,6 +174,7 @@ struct ParallelConfig {
     v("threads", threads, "CPU backend threads per worker rank (0: cores divided among the node's ranks)");
     v("precision", precision, "GPU arithmetic: float32 (TF32 off), tf32, bf16 (float32 master weights)");
     v("deterministic", deterministic, "GPU convolutions: the fastest algorithm whose results repeat bit for bit (false: the fastest of all, as PyTorch's cudnn.benchmark picks)");
+    v("cuda_graphs", cuda_graphs, "GPU training passes: capture forward, loss and backward once as a CUDA graph and replay it every step (one launch instead of a few hundred; the same bits); a pass CUDA refuses to capture runs stream by stream, and the log says why");
     v("bucket_mb", bucket_mb, "gradient allreduce bucket size in MiB, backward order (0: one bucket for all)");
     v("overlap", overlap, "start each bucket's allreduce during backward, as soon as its gradients are final (false: every bucket after backward, the same bits)");
     v("comm_timeout_s", comm_timeout_s, "seconds a worker rank waits in a collective (gradient allreduce, metrics, barrier; MPI or NCCL) for the other workers before failing, which ends the job: a peer alive but stuck would hang it; keep it above data.timeout_s, so a worker held up by its data service says so itself (0: forever)");

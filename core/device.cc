@@ -39,6 +39,14 @@ void count_cuda_device_allocation() { ++g_device_allocations; }
 void count_cuda_host_allocation() { ++g_host_allocations; }
 void count_cuda_host_wait() { ++g_host_waits; }
 
+namespace {
+thread_local void* t_ready_event = nullptr;
+}  // namespace
+
+CudaReadyEventScope::CudaReadyEventScope(void* event) : previous_(t_ready_event) { t_ready_event = event; }
+CudaReadyEventScope::~CudaReadyEventScope() { t_ready_event = previous_; }
+void* cuda_ready_event() { return t_ready_event; }
+
 int cuda_device_count() {
   std::string why;
   return cuda_device_count_impl(&why);

@@ -62,4 +62,22 @@ void count_cuda_device_allocation();
 void count_cuda_host_allocation();
 void count_cuda_host_wait();
 
+// While a scope lives, a consumer on another stream of what this thread's tower work has produced (the NCCL
+// reduction of a gradient bucket) waits for `event` (a cudaEvent_t) instead of for everything queued so far
+// on the tower's stream. A replayed CUDA graph of a training pass hands out, this way, the event recorded
+// in the graph where each gradient became final: the host calls the consumers after launching the whole
+// graph, and their reductions still start as soon as their gradients are done. Scopes nest.
+class CudaReadyEventScope {
+ public:
+  explicit CudaReadyEventScope(void* event);
+  ~CudaReadyEventScope();
+  CudaReadyEventScope(const CudaReadyEventScope&) = delete;
+  CudaReadyEventScope& operator=(const CudaReadyEventScope&) = delete;
+
+ private:
+  void* previous_;
+};
+// The innermost scope's event on this thread, or nullptr.
+void* cuda_ready_event();
+
 }  // namespace alexnet

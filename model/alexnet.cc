@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "core/device.h"
 #include "core/error.h"
 #include "core/rng.h"
 #include "model/layers.h"
@@ -306,8 +307,10 @@ void AlexNet::load_momentum(const std::map<std::string, Tensor>& momentum, const
 Tensor& AlexNet::scratch(int tower, const std::string& name, const Shape& shape, DType dtype) {
   std::map<std::string, Tensor>& ws = tower < 0 ? shared_ws_ : towers_[tower].ws;
   Tensor& t = ws[name];
-  if (!t.defined() || t.shape() != shape || t.dtype() != dtype)
+  if (!t.defined() || t.shape() != shape || t.dtype() != dtype) {
     t = Tensor::empty(shape, dtype, tower < 0 ? Device::cpu() : devices_[tower]);
+    if (tower >= 0) ++ws_generation_;  // a captured graph names the buffer this one replaces
+  }
   return t;
 }
 
@@ -359,79 +362,103 @@ void AlexNet::set_input_mean(const Tensor& mean) {
                 "the input mean must be float32 [3, side, side] (side >= ", cfg_.input_size, ") or [3] on the host, got ",
                 mean.describe());
   for (int t = 0; t < kTowers; ++t) input_mean_[t] = mean.clone(devices_[t]);
+  ++ws_generation_;
 }
 
 Tensor AlexNet::forward(const Tensor* images, const CropBatch* crops, bool training, const PassOptions& opt) {
+  stage_inputs(images, crops, training, opt);
+  return forward_compute(training, opt);
+}
+
+void AlexNet::stage_inputs(const Tensor* images, const CropBatch* crops, bool training, const PassOptions& opt) {
   const int64_t n = images ? images->dim(0) : crops->crops.dim(0);
-  const NetShapes& s = shapes_;
-  const bool relu = cfg_.activation == Activation::kRelu;
-  const LrnParams lrn{cfg_.lrn.k, cfg_.lrn.n, cfg_.lrn.alpha, cfg_.lrn.beta};
-  const PoolParams pool{cfg_.pool.size, cfg_.pool.stride};
-  const BatchNormParams bnp;
   const bool dropout = training && opt.dropout && cfg_.dropout > 0;
   pass_dropout_ = dropout;
-  std::vector<int64_t> ids;
-  if (dropout && !opt.sample_ids) {
-    ids.resize(n);
-    for (int64_t i = 0; i < n; ++i) ids[i] = i;
+  pass_n_ = n;
+  pass_crops_ = crops != nullptr;
+  pass_ids_.clear();
+  if (dropout) {
+    pass_ids_.resize(n);
+    for (int64_t i = 0; i < n; ++i) pass_ids_[i] = opt.sample_ids ? opt.sample_ids[i] : i;
   }
-  const int64_t* sample_ids = opt.sample_ids ? opt.sample_ids : ids.data();
-  const int64_t c1 = s.conv1, p1 = s.pool1, p2 = s.pool2, p5 = s.pool5;
   // Each tower's copy of the input (the host batch itself on the CPU), and of the sample ids for the
   // dropout draws on a device. With both towers on CUDA devices only tower 0 takes the batch from the
   // host (and normalises the crops); tower 1 copies tower 0's input on the device (or over the peer
   // link), which costs far less than a second host transfer and input step. Host data goes up through
   // the tower's pinned transfers, queued on its stream: the host does not wait for the copies.
-  std::array<Tensor, kTowers> xin;
-  std::array<const Tensor*, kTowers> ids_dev{};
   const int64_t side = cfg_.input_size;
   for (int t = 0; t < kTowers; ++t) {
     if (devices_[t].is_cpu()) {
       towers_[t].ws["x"] = *images;
+      continue;
+    }
+    ops::PinnedTransfers& io = *towers_[t].transfers;
+    io.finish();  // after a pass that stopped on an error, its copies are still counted
+    ops::StreamScope on(stream(t));
+    // (256-byte aligned, as cuDNN's fastest kernels want: a slice at an odd row is copied instead)
+    const bool in_place = t == 0 && images && images->device() == devices_[0] &&
+                          reinterpret_cast<uintptr_t>(images->raw_data()) % 256 == 0;
+    if (towers_[t].input_is_callers && !in_place) {
+      towers_[t].ws.erase("x");  // the caller's batch of an earlier pass: not scratch to write into
+      towers_[t].input_is_callers = false;
+    }
+    if (in_place) {
+      // Already on tower 0's GPU (a benchmark keeps its batch there, as frameworks do): used in place,
+      // as the CPU towers use the host batch; nothing in the graph writes its input. Read after what
+      // was issued before on the device's blocking streams, as the copy it replaces was.
+      towers_[0].ws["x"] = *images;
+      towers_[0].input_is_callers = true;
+      ops::wait_for_default_stream(devices_[0], stream(0));
     } else {
-      ops::PinnedTransfers& io = *towers_[t].transfers;
-      io.finish();  // after a pass that stopped on an error, its copies are still counted
-      ops::StreamScope on(stream(t));
-      // (256-byte aligned, as cuDNN's fastest kernels want: a slice at an odd row is copied instead)
-      const bool in_place = t == 0 && images && images->device() == devices_[0] &&
-                            reinterpret_cast<uintptr_t>(images->raw_data()) % 256 == 0;
-      if (towers_[t].input_is_callers && !in_place) {
-        towers_[t].ws.erase("x");  // the caller's batch of an earlier pass: not scratch to write into
-        towers_[t].input_is_callers = false;
-      }
-      if (in_place) {
-        // Already on tower 0's GPU (a benchmark keeps its batch there, as frameworks do): used in place,
-        // as the CPU towers use the host batch; nothing in the graph writes its input. Read after what
-        // was issued before on the device's blocking streams, as the copy it replaces was.
-        towers_[0].ws["x"] = *images;
-        towers_[0].input_is_callers = true;
-        ops::wait_for_default_stream(devices_[0], stream(0));
+      Tensor& x = scratch(t, "x", {n, 3, side, side});
+      if (t == 1 && devices_[0].is_cuda()) {
+        // filled from tower 0's input by forward_compute
+      } else if (images && images->device().is_cpu()) {
+        io.upload(*images, x);
+      } else if (images) {
+        x.copy_from(*images);
       } else {
-        Tensor& x = scratch(t, "x", {n, 3, side, side});
-        if (t == 1 && devices_[0].is_cuda()) {
-          put_columns(towers_[0].ws.at("x"), stream(0), x, stream(1), 0);
-        } else if (images && images->device().is_cpu()) {
-          io.upload(*images, x);
-        } else if (images) {
-          x.copy_from(*images);
-        } else {
-          // The input step: uint8 crops, placement and lighting to the device, normalised there.
-          Tensor& c = scratch(t, "crops", crops->crops.shape(), DType::kU8);
-          Tensor& pl = scratch(t, "placement", {n, 3}, DType::kI32);
-          Tensor& li = scratch(t, "lighting", {n, 3});
-          io.upload(crops->crops, c);
-          io.upload(crops->placement, pl);
-          io.upload(crops->lighting, li);
-          ops::normalize_crops(c, pl, li, input_mean_[t], x);
-        }
-      }
-      if (dropout) {
-        Tensor& d = scratch(t, "sample_ids", {n}, DType::kI64);
-        io.upload(Tensor::from_vector<int64_t>({n}, std::vector<int64_t>(sample_ids, sample_ids + n)), d);
-        ids_dev[t] = &d;
+        // The input step's operands: uint8 crops, placement and lighting, normalised by forward_compute.
+        io.upload(crops->crops, scratch(t, "crops", crops->crops.shape(), DType::kU8));
+        io.upload(crops->placement, scratch(t, "placement", {n, 3}, DType::kI32));
+        io.upload(crops->lighting, scratch(t, "lighting", {n, 3}));
       }
     }
-    xin[t] = towers_[t].ws.at("x");
+    if (dropout) {
+      // Each row's draw counter, (step << 32) | sample (kernel_elements.h: dropout_fwd), made here, so the
+      // step reaches the kernels as data (their step argument is 0) and a replayed graph draws the new
+      // step's masks.
+      std::vector<int64_t> counters(n);
+      for (int64_t i = 0; i < n; ++i)
+        counters[i] = static_cast<int64_t>((opt.step << 32) | static_cast<uint64_t>(pass_ids_[i]));
+      io.upload(Tensor::from_vector<int64_t>({n}, std::move(counters)), scratch(t, "sample_ids", {n}, DType::kI64));
+    }
+  }
+}
+
+Tensor AlexNet::forward_compute(bool training, const PassOptions& opt) {
+  const int64_t n = pass_n_;
+  const NetShapes& s = shapes_;
+  const bool relu = cfg_.activation == Activation::kRelu;
+  const LrnParams lrn{cfg_.lrn.k, cfg_.lrn.n, cfg_.lrn.alpha, cfg_.lrn.beta};
+  const PoolParams pool{cfg_.pool.size, cfg_.pool.stride};
+  const BatchNormParams bnp;
+  const bool dropout = pass_dropout_;
+  const int64_t c1 = s.conv1, p1 = s.pool1, p2 = s.pool2, p5 = s.pool5;
+  std::array<Tensor, kTowers> xin;
+  std::array<const Tensor*, kTowers> ids_dev{};
+  for (int t = 0; t < kTowers; ++t) {
+    Tower& tw = towers_[t];
+    if (devices_[t].is_cuda()) {
+      ops::StreamScope on(stream(t));
+      if (t == 1 && devices_[0].is_cuda())
+        put_columns(towers_[0].ws.at("x"), stream(0), tw.ws.at("x"), stream(1), 0);
+      else if (pass_crops_)
+        ops::normalize_crops(tw.ws.at("crops"), tw.ws.at("placement"), tw.ws.at("lighting"), input_mean_[t],
+                             tw.ws.at("x"));
+      if (dropout) ids_dev[t] = &tw.ws.at("sample_ids");
+    }
+    xin[t] = tw.ws.at("x");
   }
 
   auto act = [&](Tensor& a) {
@@ -479,8 +506,9 @@ Tensor AlexNet::forward(const Tensor* images, const CropBatch* crops, bool train
   auto drop = [&](int t, Tensor& h, uint32_t layer_id, const std::string& tag) -> Tensor& {
     if (!dropout) return h;
     Tensor& y = scratch(t, tag, h.shape());
-    DropoutKeying k{make_key(opt.seed, RngPurpose::kDropout, layer_id), opt.step, sample_ids,
-                    t * kFc};
+    // (on a GPU the step is inside the uploaded counters: stage_inputs)
+    DropoutKeying k{make_key(opt.seed, RngPurpose::kDropout, layer_id), devices_[t].is_cuda() ? 0 : opt.step,
+                    pass_ids_.data(), t * kFc};
     ops::dropout_forward(h, y, scratch(t, tag + ".mask", h.shape(), DType::kU8), cfg_.dropout, {k, ids_dev[t]});
     return y;
   };
@@ -577,9 +605,17 @@ void AlexNet::backward(const Tensor& dlogits) {
   auto ws = [&](int t, const std::string& name) -> Tensor& { return towers_[t].ws.at(name); };
   // Tower t's weight and bias gradients of `layer` are final.
   auto ready = [&](int t, const std::string& layer) {
+    const auto w = static_cast<size_t>(index_of(layer + "/weight")), b = static_cast<size_t>(index_of(layer + "/bias"));
+    if (graphs_.capturing) {
+      // Captured: the consumers are called at each replay, after the launch, with this point's event.
+      const int mark = graphs_.graph->mark(stream(t));
+      graphs_.points.push_back({t, w, mark});
+      graphs_.points.push_back({t, b, mark});
+      return;
+    }
     if (!grad_ready_) return;
-    grad_ready_(t, static_cast<size_t>(index_of(layer + "/weight")));
-    grad_ready_(t, static_cast<size_t>(index_of(layer + "/bias")));
+    grad_ready_(t, w);
+    grad_ready_(t, b);
   };
   // In place: dy becomes the gradient before the activation whose output is y.
   auto act_bwd = [&](const Tensor& y, Tensor& dy) {
@@ -704,47 +740,126 @@ double AlexNet::train_pass(const CropBatch& batch, const Tensor& labels, const P
 
 double AlexNet::train_from(const Tensor* images, const CropBatch* crops, const Tensor& labels, const PassOptions& opt,
                            Tensor* logits_out) {
-  Tensor logits = forward(images, crops, true, opt);
-  const int64_t n = logits.dim(0);
-  double loss = 0;
-  Tensor dlogits;
-  const bool on_device = !logits.device().is_cpu();
-  if (!on_device) {
+  stage_inputs(images, crops, true, opt);
+  const int64_t n = pass_n_;
+  grad_ready_ = opt.on_grad_ready;
+  struct ClearCallback {
+    std::function<void(int, size_t)>& f;
+    ~ClearCallback() { f = nullptr; }
+  } clear{grad_ready_};
+  if (devices_[0].is_cpu()) {
+    Tensor logits = forward_compute(true, opt);
     Tensor& probs = scratch(-1, "probs", logits.shape());
-    loss = softmax_xent_forward_cpu(logits, labels, probs);
-    dlogits = scratch(-1, "dlogits", logits.shape());
+    const double loss = softmax_xent_forward_cpu(logits, labels, probs);
+    Tensor& dlogits = scratch(-1, "dlogits", logits.shape());
     softmax_xent_backward_cpu(probs, labels, dlogits);
     if (logits_out) *logits_out = logits.clone();
-  } else {
-    // On tower 0's GPU, and nothing waits: backward is queued behind the loss at once, and the per-row
-    // losses (and the logits) come back through pinned copies, read once the whole pass is queued.
-    ops::PinnedTransfers& io = *towers_[0].transfers;
-    ops::StreamScope on(stream(0));
-    Tensor& labels_dev = scratch(0, "labels", {n}, DType::kI64);
-    io.upload(labels, labels_dev);
-    Tensor& probs = scratch(0, "probs", logits.shape());
-    Tensor& rows = scratch(0, "row_loss", {n}, DType::kF64);
-    ops::softmax_xent_rows(logits, labels_dev, probs, rows);
-    dlogits = scratch(0, "dlogits_all", logits.shape());
-    ops::softmax_xent_backward(probs, labels_dev, dlogits);
-    io.download(rows, scratch(-1, "row_loss", {n}, DType::kF64));
-    if (logits_out) io.download(logits, scratch(-1, "logits", logits.shape()));
-  }
-  grad_ready_ = opt.on_grad_ready;
-  try {
     backward(dlogits);
-  } catch (...) {
-    grad_ready_ = nullptr;
-    throw;
+    return loss;
   }
-  grad_ready_ = nullptr;
-  if (on_device) {
-    for (Tower& tw : towers_)
-      if (tw.transfers) tw.transfers->finish();
-    loss = softmax_xent_mean(shared_ws_.at("row_loss").data<double>(), n, cfg_.num_classes);
-    if (logits_out) *logits_out = shared_ws_.at("logits").clone();
+  // On tower 0's GPU, and nothing waits: backward is queued behind the loss at once, and the per-row
+  // losses (and the logits) come back through pinned copies, read once the whole pass is queued.
+  ops::PinnedTransfers& io = *towers_[0].transfers;
+  {
+    ops::StreamScope on(stream(0));
+    io.upload(labels, scratch(0, "labels", {n}, DType::kI64));
   }
+  auto compute = [&] {
+    Tensor logits = forward_compute(true, opt);
+    ops::StreamScope on(stream(0));
+    const Tensor& labels_dev = towers_[0].ws.at("labels");
+    Tensor& probs = scratch(0, "probs", logits.shape());
+    ops::softmax_xent_rows(logits, labels_dev, probs, scratch(0, "row_loss", {n}, DType::kF64));
+    Tensor& dlogits = scratch(0, "dlogits_all", logits.shape());
+    ops::softmax_xent_backward(probs, labels_dev, dlogits);
+    backward(dlogits);
+  };
+  if (!graphed_pass(compute)) compute();
+  {
+    ops::StreamScope on(stream(0));
+    io.download(towers_[0].ws.at("row_loss"), scratch(-1, "row_loss", {n}, DType::kF64));
+    if (logits_out) {
+      const Tensor& logits = towers_[0].ws.at("logits_all");
+      io.download(logits, scratch(-1, "logits", logits.shape()));
+    }
+  }
+  for (Tower& tw : towers_)
+    if (tw.transfers) tw.transfers->finish();
+  const double loss = softmax_xent_mean(shared_ws_.at("row_loss").data<double>(), n, cfg_.num_classes);
+  if (logits_out) *logits_out = shared_ws_.at("logits").clone();
   return loss;
+}
+
+AlexNet::GraphKey AlexNet::graph_key() const {
+  const Tower& t0 = towers_[0];
+  return {pass_n_, pass_crops_, pass_dropout_, t0.input_is_callers ? t0.ws.at("x").raw_data() : nullptr,
+          ws_generation_, ops::device_resource_generation()};
+}
+
+bool AlexNet::graphed_pass(const std::function<void()>& compute) {
+  if (!graphs_.status.enabled || !graphs_.status.refused.empty()) return false;
+  const GraphKey key = graph_key();
+  if (graphs_.graph && graphs_.graph->ready() && graphs_.key == key) {
+    replay_graph();
+    return true;
+  }
+  // The first pass of a kind runs stream by stream: it allocates its buffers and workspaces and has cuDNN
+  // choose its algorithms, none of which may happen inside a capture. The next one like it is captured.
+  if (!graphs_.warm || !(graphs_.warm_key == key)) {
+    graphs_.warm = true;
+    graphs_.warm_key = key;
+    return false;
+  }
+  if (!graphs_.graph) {
+    // Marks: one per layer with parameters and tower (ready() in backward), at most 10.
+    graphs_.graph = std::make_unique<ops::PassGraph>(
+        stream(0), devices_[0], std::vector<std::pair<ops::Stream, Device>>{{stream(1), devices_[1]}}, 10);
+  }
+  graphs_.points.clear();
+  std::string why;
+  bool captured = false;
+  try {
+    graphs_.graph->begin();
+    graphs_.capturing = true;
+    compute();
+    graphs_.capturing = false;
+    captured = graphs_.graph->end(&why);
+  } catch (const std::exception& e) {
+    graphs_.capturing = false;
+    why = e.what();
+    ALEXNET_CHECK(graphs_.graph->abandon(), "a tower stream stayed in CUDA graph capture after: ", why);
+  }
+  if (captured && !(graph_key() == key)) {
+    captured = false;
+    why = "the pass replaced device memory while it was captured";
+  }
+  if (!captured) {
+    // Nothing captured has run: the caller runs the pass stream by stream, as every later one.
+    graphs_.status.refused = why.empty() ? "the capture failed" : why;
+    graphs_.graph.reset();
+    return false;
+  }
+  graphs_.key = key;
+  ++graphs_.status.captures;
+  graphs_.status.nodes = graphs_.graph->nodes();
+  replay_graph();
+  return true;
+}
+
+void AlexNet::replay_graph() {
+  graphs_.graph->launch();
+  ++graphs_.status.replays;
+  if (!grad_ready_) return;
+  // In backward's order; each consumer waits, on its own stream, for its point inside the graph.
+  for (const GraphPoint& p : graphs_.points) {
+    CudaReadyEventScope scope(graphs_.graph->event(p.mark));
+    grad_ready_(p.tower, p.index);
+  }
+}
+
+void AlexNet::set_cuda_graphs(bool on) {
+  graphs_.status.enabled = on && devices_[0].is_cuda() && devices_[1].is_cuda();
+  if (!graphs_.status.enabled) graphs_.graph.reset();
 }
 
 Tensor AlexNet::infer(const Tensor& images) {

@@ -152,6 +152,25 @@ class AlexNet {
   // with decay = weight_decay for conv/FC weights and 0 for biases and batch-norm parameters.
   void sgd_step(double lr, double momentum, double weight_decay);
 
+  // CUDA graphs (parallel.cuda_graphs). With both towers on CUDA devices, a training pass like the one before
+  // it (the same batch size, input kind and dropout, and no buffer or workspace replaced since) is captured
+  // once, forward, loss and backward with the towers' crossings, and every later one like it replays that
+  // graph: one launch instead of a few hundred. The uploads (input, labels, dropout counters) and the
+  // reads of the loss and logits stay outside, so results are bit for bit those of the passes issued
+  // stream by stream. on_grad_ready is called after each launch, in backward's order, with the event in
+  // the graph where that gradient is final (CudaReadyEventScope, core/device.h). A capture that CUDA
+  // refuses leaves the model stream by stream for good, and graph_status().refused says why. No effect on
+  // CPU towers.
+  void set_cuda_graphs(bool on);
+  struct GraphStatus {
+    bool enabled = false;
+    int64_t captures = 0;  // graphs captured (again after a change of batch size, input or buffers)
+    int64_t replays = 0;   // passes run as a graph launch, the capturing ones included
+    size_t nodes = 0;      // nodes of the last graph
+    std::string refused;   // why capture was given up (empty: it was not)
+  };
+  const GraphStatus& graph_status() const { return graphs_.status; }
+
   // An activation of tower t from the last pass, on its device: "a1".."a5" (after the activation
   // function), "n1", "n2" (after the norm layer; absent for norm: none), "p1", "p2", "p5" (after
   // pooling), "h_fc6", "h_fc7" (after the activation), "logits" (tower t's share of the classes).
@@ -197,6 +216,26 @@ class AlexNet {
   // Runs the forward pass on `images` (float32, host) or `crops`; returns the logits [N, K] (a scratch tensor,
   // on tower 0's device when that is a GPU, else on the host).
   Tensor forward(const Tensor* images, const CropBatch* crops, bool training, const PassOptions& opt);
+  // The two halves of forward: what the host hands to the towers (the input, its uploads, the dropout
+  // counters), and the towers' work from there, which a CUDA graph can capture and replay.
+  void stage_inputs(const Tensor* images, const CropBatch* crops, bool training, const PassOptions& opt);
+  Tensor forward_compute(bool training, const PassOptions& opt);
+  // What a captured graph depends on: a pass with another key cannot replay it.
+  struct GraphKey {
+    int64_t n = 0;
+    bool crops = false, dropout = false;
+    const void* input = nullptr;  // the caller's batch used in place on tower 0 (else null)
+    uint64_t ws_generation = 0, resource_generation = 0;
+    bool operator==(const GraphKey& o) const {
+      return n == o.n && crops == o.crops && dropout == o.dropout && input == o.input &&
+             ws_generation == o.ws_generation && resource_generation == o.resource_generation;
+    }
+  };
+  GraphKey graph_key() const;
+  // Runs `compute` (the device work of a training pass) as a CUDA graph, capturing it first when due;
+  // false when the pass is to run stream by stream (graphs off, refused, or a first pass of its kind).
+  bool graphed_pass(const std::function<void()>& compute);
+  void replay_graph();
   double train_from(const Tensor* images, const CropBatch* crops, const Tensor& labels, const PassOptions& opt,
                     Tensor* logits);
   void backward(const Tensor& dlogits);
@@ -210,6 +249,25 @@ class AlexNet {
   std::array<Tower, kTowers> towers_;
   std::map<std::string, Tensor> shared_ws_;
   bool pass_dropout_ = false;  // whether the last forward pass applied dropout
+  int64_t pass_n_ = 0;         // the last pass's batch size
+  bool pass_crops_ = false;    // whether its input came as crops
+  std::vector<int64_t> pass_ids_;  // its sample ids (dropout only)
+  uint64_t ws_generation_ = 0;     // counts the device buffers (re)allocated by scratch() and set_input_mean
+  // A gradient of the captured backward: tower, table index, and the graph's event where it is final.
+  struct GraphPoint {
+    int tower = 0;
+    size_t index = 0;
+    int mark = 0;
+  };
+  struct Graphs {
+    GraphStatus status;
+    std::unique_ptr<ops::PassGraph> graph;  // destroyed before the tower streams (declared after towers_)
+    GraphKey key;       // the captured graph's
+    GraphKey warm_key;  // the last pass run stream by stream
+    bool warm = false;
+    bool capturing = false;
+    std::vector<GraphPoint> points;
+  } graphs_;
   std::function<void(int, size_t)> grad_ready_;  // the running pass's PassOptions::on_grad_ready
 };
 

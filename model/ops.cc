@@ -4,6 +4,7 @@
 
 #include "core/error.h"
 #if ALEXNET_WITH_CUDA
+#include "model/cuda/graph_cuda.h"
 #include "model/cuda/layers_cuda.h"
 #endif
 
@@ -208,6 +209,49 @@ void PinnedTransfers::upload(const Tensor&, Tensor&) { ALEXNET_FAIL("unreachable
 void PinnedTransfers::download(const Tensor&, Tensor&) { ALEXNET_FAIL("unreachable: no CUDA backend"); }
 void PinnedTransfers::finish() {}
 #endif
+
+#if ALEXNET_WITH_CUDA
+struct PassGraph::Impl {
+  Impl(Stream origin, int device, const std::vector<std::pair<Stream, int>>& others, int marks)
+      : graph(origin, device, others, marks) {}
+  CudaPassGraph graph;
+};
+
+PassGraph::PassGraph(Stream origin, Device origin_device, const std::vector<std::pair<Stream, Device>>& others,
+                     int marks_per_stream) {
+  ALEXNET_CHECK(origin_device.is_cuda(), "a CUDA graph of a pass on ", origin_device.str());
+  std::vector<std::pair<Stream, int>> streams;
+  for (const auto& [stream, device] : others) {
+    ALEXNET_CHECK(device.is_cuda(), "a CUDA graph of a pass on ", device.str());
+    streams.emplace_back(stream, device.index);
+  }
+  impl_ = std::make_unique<Impl>(origin, origin_device.index, streams, marks_per_stream);
+}
+void PassGraph::begin() { impl_->graph.begin(); }
+int PassGraph::mark(Stream stream) { return impl_->graph.mark(stream); }
+bool PassGraph::end(std::string* why) { return impl_->graph.end(why); }
+bool PassGraph::abandon() noexcept { return impl_->graph.abandon(); }
+bool PassGraph::ready() const { return impl_->graph.ready(); }
+void PassGraph::launch() { impl_->graph.launch(); }
+void* PassGraph::event(int index) const { return impl_->graph.event(index); }
+size_t PassGraph::nodes() const { return impl_->graph.nodes(); }
+uint64_t device_resource_generation() { return cuda_resource_generation(); }
+#else
+struct PassGraph::Impl {};
+PassGraph::PassGraph(Stream, Device origin_device, const std::vector<std::pair<Stream, Device>>&, int) {
+  ALEXNET_FAIL("a CUDA graph of a pass on ", origin_device.str(), ": this build has no CUDA backend");
+}
+void PassGraph::begin() { ALEXNET_FAIL("unreachable: no CUDA backend"); }
+int PassGraph::mark(Stream) { ALEXNET_FAIL("unreachable: no CUDA backend"); }
+bool PassGraph::end(std::string*) { ALEXNET_FAIL("unreachable: no CUDA backend"); }
+bool PassGraph::abandon() noexcept { return true; }
+bool PassGraph::ready() const { return false; }
+void PassGraph::launch() { ALEXNET_FAIL("unreachable: no CUDA backend"); }
+void* PassGraph::event(int) const { ALEXNET_FAIL("unreachable: no CUDA backend"); }
+size_t PassGraph::nodes() const { return 0; }
+uint64_t device_resource_generation() { return 0; }
+#endif
+PassGraph::~PassGraph() = default;
 
 Stream create_stream(Device device) {
   ALEXNET_CHECK(device.is_cuda(), "create_stream: ", device.str(), " is not a CUDA device");

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -108,6 +109,32 @@ class PinnedTransfers {
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
+
+// A training pass's device work captured once and replayed as one CUDA graph (CudaPassGraph,
+// model/cuda/graph_cuda.h, says what each call does); errors in a build without CUDA.
+class PassGraph {
+ public:
+  PassGraph(Stream origin, Device origin_device, const std::vector<std::pair<Stream, Device>>& others,
+            int marks_per_stream);
+  ~PassGraph();
+  PassGraph(const PassGraph&) = delete;
+  PassGraph& operator=(const PassGraph&) = delete;
+  void begin();
+  int mark(Stream stream);
+  bool end(std::string* why);
+  bool abandon() noexcept;
+  bool ready() const;
+  void launch();
+  void* event(int index) const;
+  size_t nodes() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+// How often the CUDA layers have replaced device memory that a captured graph may name
+// (cuda_resource_generation); 0 in a build without CUDA.
+uint64_t device_resource_generation();
 
 // Columns [dst_col0, dst_col0 + width) of every row of dst ([N, *]) = (accumulate ? dst : 0) + columns
 // [src_col0, src_col0 + width) of src ([N, *]); the two may be on different devices. src_stream and

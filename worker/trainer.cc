@@ -126,6 +126,8 @@ class Worker {
   void log_progress();
   void write_checkpoint_now(const std::string& why);
   void append_metrics(const std::string& json);
+  // What the CUDA graphs of the training pass did so far (parallel.cuda_graphs), for the log.
+  std::string graph_line() const;
   void average_buffers();
   void summary(double wall_s, const std::string& how);
 
@@ -252,6 +254,14 @@ void Worker::choose_devices() {
                           own_gpus ? " (of the GPUs this rank was given)" : "", ", precision ",
                           enum_name(config_.parallel.precision),
                           config_.parallel.deterministic ? "" : ", fastest (not bit-reproducible) convolutions");
+}
+
+std::string Worker::graph_line() const {
+  const AlexNet::GraphStatus& g = model_->graph_status();
+  if (!g.refused.empty())
+    return str_cat("CUDA graphs: capture refused, training passes run stream by stream: ", g.refused);
+  return str_cat("CUDA graphs: ", g.captures, g.captures == 1 ? " capture" : " captures", ", ", g.replays,
+                 " training passes replayed (", g.nodes, " nodes a pass)");
 }
 
 void Worker::append_metrics(const std::string& json) {
@@ -577,6 +587,7 @@ void Worker::summary(double wall_s, const std::string& how) {
     log_info("summary: CUDA, per training step after the first ", kWarmSteps, " of this run (", steady_steps_, " steps): ",
              fmt("%.2f", allocations / per_step), " allocations (device and page-locked), ",
              fmt("%.2f", steady_.host_waits / per_step), " host waits for the GPU");
+  if (model_ && model_->graph_status().enabled) log_info("summary: ", graph_line());
   if (have_eval_) {
     const double n = std::max(1.0, last_eval_.images);
     log_info("summary: validation at step ", last_eval_step_, ": top-1 error ", fmt("%.2f%%", 100 * (1 - last_eval_.top1 / n)),
@@ -607,6 +618,7 @@ int Worker::run() {
   threads = set_cpu_threads(threads);
   choose_devices();
   model_ = std::make_unique<AlexNet>(config_.model, devices_);
+  model_->set_cuda_graphs(config_.parallel.cuda_graphs);
   if (rank_ == 0) {
     std::error_code ec;
     fs::create_directories(config_.run.dir, ec);
@@ -671,6 +683,8 @@ int Worker::run() {
     const int64_t done = state_.step - start_step_;
     if (rank_ == 0 && devices_[0].is_cuda() && (done == 2 || (done == 1 && state_.step == total_steps_)))
       for (const ConvPlanInfo& plan : cuda_conv_plan_report().plans) log_info("convolution plan: ", plan.text);
+    // The training pass is captured on the third step like the one before it (parallel.cuda_graphs).
+    if (rank_ == 0 && model_->graph_status().enabled && done == 3) log_info(graph_line());
 #endif
     const bool epoch_end = state_.epoch_step == 0;
     if (state_.interval.steps > 0 && (state_.step % config_.log.every_steps == 0 || epoch_end || state_.step == total_steps_))

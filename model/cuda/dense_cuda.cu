@@ -17,6 +17,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cmath>
 #include <initializer_list>
 #include <map>
@@ -81,6 +82,9 @@ Precision g_precision = Precision::kFloat32;
 bool g_deterministic = true;
 Bf16ConvLayout g_bf16_layout = Bf16ConvLayout::kFastest;
 
+// Counts the replacements of device memory that captured work may name (cuda_resource_generation).
+std::atomic<uint64_t> g_resource_generation{0};
+
 // Device memory grown to the largest request and then reused. Growing waits for `stream` (the only
 // user of the old block) before freeing it; after the first steps it never grows again.
 struct Arena {
@@ -96,6 +100,7 @@ struct Arena {
       bytes = 0;
       ALEXNET_CUDA_CHECK(cudaMalloc(&data, need));
       count_cuda_device_allocation();
+      ++g_resource_generation;
       bytes = need;
     }
     return data;
@@ -109,7 +114,11 @@ struct StreamContext {
   cudnnHandle_t cudnn = nullptr;
   cublasHandle_t cublas = nullptr;
   Arena workspace, low, sums;
+  Arena gemm;  // cuBLAS's workspace, ours rather than its pool's: nothing is allocated inside a captured pass
 };
+
+// NVIDIA's recommendation for cuBLAS on Hopper (cuBLAS documentation, cublasSetWorkspace), ample below it.
+constexpr size_t kCublasWorkspace = size_t{32} << 20;
 
 std::map<std::pair<int, CudaStream>, std::unique_ptr<StreamContext>> g_contexts;
 
@@ -125,6 +134,9 @@ StreamContext& context(int device, CudaStream stream) {
     CUBLAS_OK(cublasCreate(&ctx->cublas));
     count_cuda_device_allocation();
     CUBLAS_OK(cublasSetStream(ctx->cublas, stream));
+    // After cublasSetStream, which puts the library's default workspace back.
+    CUBLAS_OK(cublasSetWorkspace(ctx->cublas, ctx->gemm.ensure(kCublasWorkspace, stream), kCublasWorkspace));
+    ++g_resource_generation;
     slot = std::move(ctx);
   }
   return *slot;
@@ -872,7 +884,11 @@ void cuda_release_stream_resources(int device, CudaStream stream) {
   if (ctx->workspace.data) cudaFree(ctx->workspace.data);
   if (ctx->low.data) cudaFree(ctx->low.data);
   if (ctx->sums.data) cudaFree(ctx->sums.data);
+  if (ctx->gemm.data) cudaFree(ctx->gemm.data);
+  ++g_resource_generation;
 }
+
+uint64_t cuda_resource_generation() { return g_resource_generation.load(); }
 
 void set_cuda_precision(Precision p) {
   std::lock_guard<std::mutex> lock(g_mu);

@@ -122,6 +122,11 @@ struct ConvPlanReport {
 };
 ConvPlanReport cuda_conv_plan_report();
 
+// Grows each time the library-backed layers replace device memory that queued work may name (a workspace or
+// arena grown, a stream's handles and workspaces made or released): a CUDA graph captured before names
+// memory that may be gone, and must be captured again.
+uint64_t cuda_resource_generation();
+
 // As conv2d_*_cpu (cuDNN; algorithms found once per shape and choice, parallel.deterministic).
 void conv2d_forward_cuda(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y, const ConvParams& p,
                          bool post_relu, CudaStream stream);

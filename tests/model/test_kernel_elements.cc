@@ -89,6 +89,32 @@ TEST(KernelElements, DropoutIsTheCpusBitForBit) {
       }
 }
 
+// A CUDA tower's training pass uploads each row's draw counter with the step inside it, (step << 32) |
+// sample, and launches the kernel with step 0, so that a replayed CUDA graph draws each new step's masks:
+// the same masks as the CPU's keying with the step, ids above 2^32 included.
+TEST(KernelElements, DropoutCountersCarryingTheStepAreTheCpusMasks) {
+  const int64_t N = 6, U = 300;
+  Tensor x = uniform({N, U}, 23);
+  const std::vector<int64_t> ids = {5, 1000003, 17, 9, 123456789012, 0};
+  for (uint64_t step : {uint64_t{0}, uint64_t{1}, uint64_t{4242}, uint64_t{1} << 31}) {
+    DropoutKeying k;
+    k.key = make_key(78, RngPurpose::kDropout, 7);
+    k.step = step;
+    k.sample_ids = ids.data();
+    k.unit_offset = 2048;
+    Tensor y = Tensor::empty({N, U}), mask = Tensor::empty({N, U}, DType::kU8);
+    dropout_forward_cpu(x, y, mask, 0.5, k);
+    std::vector<int64_t> counters(N);
+    for (int64_t r = 0; r < N; ++r) counters[r] = static_cast<int64_t>((step << 32) | static_cast<uint64_t>(ids[r]));
+    Tensor ky = Tensor::empty({N, U}), kmask = Tensor::empty({N, U}, DType::kU8);
+    for (int64_t i = 0; i < N * U; ++i)
+      kernel::dropout_fwd(i, x.data<float>(), ky.data<float>(), kmask.data<uint8_t>(), U, 0.5, 2.0f, k.key, 0,
+                          counters.data(), k.unit_offset);
+    EXPECT_TRUE(same_bits(kmask, mask)) << "step " << step;
+    EXPECT_TRUE(same_bits(ky, y)) << "step " << step;
+  }
+}
+
 TEST(KernelElements, InputStepIsNormalizeCropBitForBit) {
   const int64_t n = 5, crop = 31, side = 40;
   Tensor crops = Tensor::empty({n, 3, crop, crop}, DType::kU8);
