@@ -5,7 +5,8 @@
 // and how often it makes the host wait ("steady_allocations_per_step X", "steady_host_waits_per_step X"),
 // the convolution plans
 // ("conv_plan ...", "bf16_nhwc_passes K", "bf16_passes N"), the card's peak ("peak_tflops X",
-// "fraction_of_peak X") and, unless --no-crops, the worker's uint8-crops input path
+// "fraction_of_peak X"), whether the steps were CUDA graph launches ("cuda_graphs on|off", with
+// --set parallel.cuda_graphs=true "cuda_graph_replays N" or "cuda_graph_refused WHY") and, unless --no-crops, the worker's uint8-crops input path
 // ("ours_crops_img_per_s X", or "ours_crops_error ..." without losing the lines before it).
 #include <cblas.h>
 #include <oneapi/dnnl/dnnl.h>
@@ -132,6 +133,7 @@ int main(int argc, char** argv) {
     };
     AlexNet net(cfg.model, devices);
     net.init_paper(1);
+    net.set_cuda_graphs(cfg.parallel.cuda_graphs);  // --set parallel.cuda_graphs=true
     Tensor x = Tensor::empty({batch, 3, s, s});
     const CounterRng rng(make_key(1, RngPurpose::kSynth), 0);
     for (int64_t i = 0; i < x.numel(); ++i) x.data<float>()[i] = static_cast<float>(rng.normal(i));
@@ -183,6 +185,15 @@ int main(int argc, char** argv) {
     const double gflop = train_gflop_per_image(cfg.model);
     std::printf("ours_step_s %.6f\nours_img_per_s %.2f\ngflop_per_image %.3f\nours_gflops %.1f\n", sec, ips,
                 gflop, ips * gflop);
+    if (cuda) {
+      // Whether the timed steps were graph launches: the warm-up captures on its third step.
+      const AlexNet::GraphStatus& g = net.graph_status();
+      std::printf("cuda_graphs %s\n", g.enabled ? "on" : "off");
+      if (g.enabled && !g.refused.empty()) std::printf("cuda_graph_refused %s\n", g.refused.c_str());
+      if (g.enabled && g.refused.empty())
+        std::printf("cuda_graph_captures %lld\ncuda_graph_replays %lld\ncuda_graph_nodes %zu\n",
+                    static_cast<long long>(g.captures), static_cast<long long>(g.replays), g.nodes);
+    }
     std::fflush(stdout);  // a later error or a kill by a timeout leaves these lines in the log
 #if ALEXNET_WITH_CUDA
     if (cuda) {

@@ -351,22 +351,33 @@ print("\n".join(sorted(e for e in exes if e)))')
            >"$logs/demo_prepare.log" 2>&1 &&
          limited 60 "$app/alexnet-tool" prepare "${common[@]}" --shards >>"$logs/demo_prepare.log" 2>&1; then
         demo_rows=()
-        for precision in ${GPU_CHECK_DEMO_PRECISIONS:-float32 bf16}; do
-          run_dir=$work/runs/demo-$precision
+        graph_lines=()
+        # A variant is a precision, "+graphs" after it: the same job with parallel.cuda_graphs on (the
+        # worker's crops path and its evaluations between graph replays).
+        for variant in ${GPU_CHECK_DEMO_PRECISIONS:-float32 bf16 float32+graphs}; do
+          precision=${variant%+graphs}
+          graphs=false
+          [ "$variant" = "$precision" ] || graphs=true
+          run_dir=$work/runs/demo-${variant/+/-}
+          log=$logs/demo_${variant/+/-}.log
           start=$(date +%s)
           rc=0
           limited 150 "$app/alexnet-launch" "${common[@]}" --workers 1 --data-services 1 --bin-dir "$app" \
                --mpirun "$pack/ompi/bin/mpirun" --set "run.dir=$run_dir" --set "parallel.precision=$precision" \
-               "${extra[@]}" >"$logs/demo_$precision.log" 2>&1 || rc=$?
+               --set "parallel.cuda_graphs=$graphs" "${extra[@]}" >"$log" 2>&1 || rc=$?
           result=$(outcome "$rc")
-          if [ "$rc" != 0 ]; then status=1; tail -15 "$logs/demo_$precision.log"; fi
-          grep -m1 -oE '(CPU|CUDA) backend.*' "$logs/demo_$precision.log" || true
-          demo_rows+=("$(demo_row "$precision, $result, $(( $(date +%s) - start )) s" "$run_dir/metrics.jsonl" 32)")
+          if [ "$rc" != 0 ]; then status=1; tail -15 "$log"; fi
+          grep -m1 -oE '(CPU|CUDA) backend.*' "$log" || true
+          demo_rows+=("$(demo_row "$variant, $result, $(( $(date +%s) - start )) s" "$run_dir/metrics.jsonl" 32)")
+          if [ "$graphs" = true ]; then
+            graph_lines+=("$variant: $(grep -m1 -oE 'summary: CUDA graphs.*' "$log" || echo 'no CUDA graphs summary in the log')")
+          fi
         done
         echo
         echo "| demo job (precision, result, wall) | steps | img/s | last training loss | val top-1 error | val top-5 error | per step after 3: allocations / host waits |"
         echo "|---|---|---|---|---|---|---|"
         printf '%s\n' "${demo_rows[@]}"
+        [ ${#graph_lines[@]} = 0 ] || printf '%s\n' "${graph_lines[@]}"
         # Two ranks cannot share one GPU under NCCL: the job must stop with a message that says so.
         if [ "$backend" = cuda ]; then
           if limited 60 "$app/alexnet-launch" "${common[@]}" --workers 2 --data-services 1 --bin-dir "$app" \
@@ -386,8 +397,8 @@ print("\n".join(sorted(e for e in exes if e)))')
       # Training throughput of the 1000-class paper network, ours beside PyTorch's own best settings
       # (grouped two-tower model of tests/parity, cudnn.benchmark, channels-last), same GPU, same call.
       echo
-      echo "| precision | batch | ours img/s | ours TFLOP/s | of the card's peak | PyTorch img/s | ours / PyTorch | ours, uint8 input from the host, img/s | ours, fastest algorithms, img/s | conv passes in NHWC |"
-      echo "|---|---|---|---|---|---|---|---|---|---|"
+      echo "| precision | batch | ours img/s | ours TFLOP/s | of the card's peak | PyTorch img/s | ours / PyTorch | ours, uint8 input from the host, img/s | ours, fastest algorithms, img/s | ours, CUDA graphs, img/s | conv passes in NHWC |"
+      echo "|---|---|---|---|---|---|---|---|---|---|---|"
       # Batch 128 at every precision first: if the budget ends early, what is lost is batch 256.
       stage_end=0
       failures=()
@@ -434,10 +445,21 @@ print("\n".join(sorted(e for e in exes if e)))')
             fastest=$(outcome "$rc")
             [ "$rc" != 0 ] || fastest=$(awk '/^ours_img_per_s/ {print $2}' "$logs/bench_${precision}_${batch}_fastest.log")
           fi
+          # parallel.cuda_graphs (the timed steps replay the pass captured in the warm-up), batch 128.
+          graphed=-
+          if [ "$batch" = 128 ]; then
+            rc=0
+            limited 60 "$pack/app/bench_train" --device cuda --batch "$batch" --iters 20 --no-sgemm --no-crops \
+              --set "parallel.precision=$precision" --set parallel.cuda_graphs=true \
+              >"$logs/bench_${precision}_${batch}_graphs.log" 2>&1 || rc=$?
+            graphed=$(outcome "$rc")
+            [ "$rc" != 0 ] || graphed=$(awk '/^ours_img_per_s/ {v = $2} /^cuda_graph_refused/ {r = 1}
+                                              END {print (r ? v " (capture refused)" : v)}' "$logs/bench_${precision}_${batch}_graphs.log")
+          fi
           torch=$(limited 90 "${host_env[@]}" python3 bench/torch_alexnet_bench.py --device cuda --precision "$precision" --batch "$batch" \
                     --iters 20 --warmup 5 2>"$logs/torch_${precision}_$batch.log" | awk '/^torch_img_per_s/ {print $2}') || torch=""
           ratio=$(host_python -c "import sys; a, b = sys.argv[1:]; print(f'{float(a) / float(b):.2f}' if a.replace('.', '', 1).isdigit() and b.replace('.', '', 1).isdigit() else 'n/a')" "$ours" "${torch:-n/a}" || echo n/a)
-          echo "| $precision | $batch | $ours | $tflops | ${share:-n/a} | ${torch:-failed} | $ratio | $crops | $fastest | $nhwc |"
+          echo "| $precision | $batch | $ours | $tflops | ${share:-n/a} | ${torch:-failed} | $ratio | $crops | $fastest | $graphed | $nhwc |"
         done
       }
       bench_rows 128
@@ -450,22 +472,32 @@ print("\n".join(sorted(e for e in exes if e)))')
            >"$logs/bench_float32_8.log" 2>&1; then
         step8=$(awk '/^ours_step_s/ {printf "%.2f", $2 * 1000}' "$logs/bench_float32_8.log")
       fi
+      # The same with the pass replayed as a CUDA graph: what graphs take off the launch floor.
+      step8g=failed
+      if limited 60 "$pack/app/bench_train" --device cuda --batch 8 --iters 20 --no-sgemm --no-crops \
+           --set parallel.cuda_graphs=true >"$logs/bench_float32_8_graphs.log" 2>&1; then
+        step8g=$(awk '/^ours_step_s/ {printf "%.2f", $2 * 1000}' "$logs/bench_float32_8_graphs.log")
+      fi
       # And how long the GPU still works after the host has queued a whole step: near 0 ms, the GPU
       # waits for the launches.
       tails=""
-      for run in float32_128 bf16_128 float32_8; do
+      for run in float32_128 bf16_128 float32_8 float32_128_graphs float32_8_graphs; do
         t=$(awk '/^ours_gpu_tail_s/ {printf "%.2f", $2 * 1000}' "$logs/bench_$run.log" 2>/dev/null || true)
         tails="$tails ${run/_/ batch }: ${t:-failed} ms;"
       done
       # What a timed step allocates (device and page-locked memory) and how often it blocks the host (the
       # float batch already on the GPU; the demo column above has the worker's own crops path).
       steady=""
-      for run in float32_128 bf16_128; do
+      for run in float32_128 bf16_128 float32_128_graphs; do
         a=$(awk '/^steady_allocations_per_step/ {a = $2} /^steady_host_waits_per_step/ {w = $2}
                  END {if (a != "") print a " allocations, " w " host waits"}' "$logs/bench_$run.log" 2>/dev/null || true)
         steady="$steady ${run/_/ batch }: ${a:-failed};"
       done
+      # Why capture was refused, if it was (the graphs column then shows passes issued stream by stream).
+      refused=$(grep -h -m1 '^cuda_graph_refused' "$logs"/bench_*_graphs.log 2>/dev/null | head -1 || true)
+      step128g=$(awk '/^ours_step_s/ {printf "%.2f", $2 * 1000}' "$logs/bench_float32_128_graphs.log" 2>/dev/null || true)
       notes=("launch floor (float32): ${step8} ms per step at batch 8, ${step128:-failed} ms at batch 128"
+             "with CUDA graphs: ${step8g} ms per step at batch 8, ${step128g:-failed} ms at batch 128${refused:+ ($refused)}"
              "GPU tail after the host queued the step (median):${tails%;}"
              "per timed step (pass and SGD):${steady%;}")
       # What the per-pass layout choice gains: bf16 at batch 128 with every convolution in NCHW.
