@@ -591,6 +591,8 @@ bool search(const ConvPlan& plan, StreamContext& ctx, CudaStream s, bool in_nhwc
             Choice<Algo>& out) {
   Perf perf[kMax];
   int count = 0;
+  // A pass that searched is no pass to capture after: the next may still search (a bf16 fallback to TF32).
+  ++g_resource_generation;
   void* ws = ctx.workspace.ensure(kSearchWorkspace, s);
   use_math(plan, plan_math(plan));
   // The operand conversions queued just before: a launch error of theirs is theirs, not the search's

@@ -123,8 +123,9 @@ struct ConvPlanReport {
 ConvPlanReport cuda_conv_plan_report();
 
 // Grows each time the library-backed layers replace device memory that queued work may name (a workspace or
-// arena grown, a stream's handles and workspaces made or released): a CUDA graph captured before names
-// memory that may be gone, and must be captured again.
+// arena grown, a stream's handles and workspaces made or released) or search cuDNN's algorithms: a CUDA
+// graph captured before names memory that may be gone, and must be captured again, and a pass that
+// searched is not yet the steady pass to capture.
 uint64_t cuda_resource_generation();
 
 // As conv2d_*_cpu (cuDNN; algorithms found once per shape and choice, parallel.deterministic).
