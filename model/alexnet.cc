@@ -764,24 +764,35 @@ double AlexNet::train_from(const Tensor* images, const CropBatch* crops, const T
     ops::StreamScope on(stream(0));
     io.upload(labels, scratch(0, "labels", {n}, DType::kI64));
   }
+  // The copies back, queued on the current stream once the loss and logits are final.
+  auto read_back = [&] {
+    io.download(towers_[0].ws.at("row_loss"), scratch(-1, "row_loss", {n}, DType::kF64));
+    if (logits_out) {
+      const Tensor& logits = towers_[0].ws.at("logits_all");
+      io.download(logits, scratch(-1, "logits", logits.shape()));
+    }
+  };
   auto compute = [&] {
     Tensor logits = forward_compute(true, opt);
     ops::StreamScope on(stream(0));
     const Tensor& labels_dev = towers_[0].ws.at("labels");
     Tensor& probs = scratch(0, "probs", logits.shape());
     ops::softmax_xent_rows(logits, labels_dev, probs, scratch(0, "row_loss", {n}, DType::kF64));
+    // Captured, the copies back cannot be in the graph (the host waits for them); they go on a stream
+    // of their own after the graph's event here, so the host still waits for the loss only, not for
+    // backward.
+    if (graphs_.capturing) graphs_.loss_mark = graphs_.graph->mark(stream(0));
+    else read_back();
     Tensor& dlogits = scratch(0, "dlogits_all", logits.shape());
     ops::softmax_xent_backward(probs, labels_dev, dlogits);
     backward(dlogits);
   };
-  if (!graphed_pass(compute)) compute();
-  {
-    ops::StreamScope on(stream(0));
-    io.download(towers_[0].ws.at("row_loss"), scratch(-1, "row_loss", {n}, DType::kF64));
-    if (logits_out) {
-      const Tensor& logits = towers_[0].ws.at("logits_all");
-      io.download(logits, scratch(-1, "logits", logits.shape()));
-    }
+  if (graphed_pass(compute)) {
+    graphs_.graph->wait(graphs_.loss_mark, graphs_.readback.get(), devices_[0]);
+    ops::StreamScope on(graphs_.readback.get());
+    read_back();
+  } else {
+    compute();
   }
   for (Tower& tw : towers_)
     if (tw.transfers) tw.transfers->finish();
@@ -860,6 +871,7 @@ void AlexNet::replay_graph() {
 void AlexNet::set_cuda_graphs(bool on) {
   graphs_.status.enabled = on && devices_[0].is_cuda() && devices_[1].is_cuda();
   if (!graphs_.status.enabled) graphs_.graph.reset();
+  if (graphs_.status.enabled && !graphs_.readback.get()) graphs_.readback = TowerStream(devices_[0]);
 }
 
 Tensor AlexNet::infer(const Tensor& images) {

@@ -261,7 +261,10 @@ class AlexNet {
   };
   struct Graphs {
     GraphStatus status;
+    // The stream on tower 0's device that copies the loss and logits back after a launch.
+    TowerStream readback;
     std::unique_ptr<ops::PassGraph> graph;  // destroyed before the tower streams (declared after towers_)
+    int loss_mark = 0;  // the graph's mark where the loss and logits are final
     GraphKey key;       // the captured graph's
     GraphKey warm_key;  // the last pass run stream by stream
     bool warm = false;

@@ -234,6 +234,10 @@ bool PassGraph::abandon() noexcept { return impl_->graph.abandon(); }
 bool PassGraph::ready() const { return impl_->graph.ready(); }
 void PassGraph::launch() { impl_->graph.launch(); }
 void* PassGraph::event(int index) const { return impl_->graph.event(index); }
+void PassGraph::wait(int index, Stream stream, Device device) const {
+  ALEXNET_CHECK(device.is_cuda(), "a wait for a CUDA graph on ", device.str());
+  impl_->graph.wait(index, stream, device.index);
+}
 size_t PassGraph::nodes() const { return impl_->graph.nodes(); }
 uint64_t device_resource_generation() { return cuda_resource_generation(); }
 #else
@@ -248,6 +252,7 @@ bool PassGraph::abandon() noexcept { return true; }
 bool PassGraph::ready() const { return false; }
 void PassGraph::launch() { ALEXNET_FAIL("unreachable: no CUDA backend"); }
 void* PassGraph::event(int) const { ALEXNET_FAIL("unreachable: no CUDA backend"); }
+void PassGraph::wait(int, Stream, Device) const { ALEXNET_FAIL("unreachable: no CUDA backend"); }
 size_t PassGraph::nodes() const { return 0; }
 uint64_t device_resource_generation() { return 0; }
 #endif

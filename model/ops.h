@@ -126,6 +126,7 @@ class PassGraph {
   bool ready() const;
   void launch();
   void* event(int index) const;
+  void wait(int index, Stream stream, Device device) const;
   size_t nodes() const;
 
  private:

@@ -188,4 +188,10 @@ void* CudaPassGraph::event(int index) const {
   return streams_[slot].marks[i];
 }
 
+void CudaPassGraph::wait(int index, Stream stream, int device) const {
+  ALEXNET_ASSERT(exec_ && !capturing_, "a wait for a pass graph's mark before a launch");
+  ALEXNET_CUDA_CHECK(cudaSetDevice(device));
+  ALEXNET_CUDA_CHECK(cudaStreamWaitEvent(stream, static_cast<cudaEvent_t>(event(index)), 0));
+}
+
 }  // namespace alexnet

@@ -51,6 +51,9 @@ class CudaPassGraph {
   void launch();
   // The event of mark `index` (a cudaEvent_t), for consumers after launch().
   void* event(int index) const;
+  // Makes `stream` (of `device`; not one of the graph's) wait, on the device, for mark `index` of the last
+  // launch: what the graph produced up to there can be read while the rest of it runs.
+  void wait(int index, Stream stream, int device) const;
   // Nodes of the instantiated graph (kernels, copies, library calls' kernels, event records), for the log.
   size_t nodes() const { return nodes_; }
 
