@@ -787,7 +787,7 @@ double AlexNet::train_from(const Tensor* images, const CropBatch* crops, const T
     ops::softmax_xent_backward(probs, labels_dev, dlogits);
     backward(dlogits);
   };
-  if (graphed_pass(compute)) {
+  if (graphed_pass(opt, compute)) {
     graphs_.graph->wait(graphs_.loss_mark, graphs_.readback.get(), devices_[0]);
     ops::StreamScope on(graphs_.readback.get());
     read_back();
@@ -801,15 +801,15 @@ double AlexNet::train_from(const Tensor* images, const CropBatch* crops, const T
   return loss;
 }
 
-AlexNet::GraphKey AlexNet::graph_key() const {
+AlexNet::GraphKey AlexNet::graph_key(const PassOptions& opt) const {
   const Tower& t0 = towers_[0];
-  return {pass_n_, pass_crops_, pass_dropout_, t0.input_is_callers ? t0.ws.at("x").raw_data() : nullptr,
-          ws_generation_, ops::device_resource_generation()};
+  return {pass_n_,     pass_crops_, pass_dropout_, t0.input_is_callers ? t0.ws.at("x").raw_data() : nullptr,
+          opt.seed, ws_generation_, ops::device_resource_generation()};
 }
 
-bool AlexNet::graphed_pass(const std::function<void()>& compute) {
+bool AlexNet::graphed_pass(const PassOptions& opt, const std::function<void()>& compute) {
   if (!graphs_.status.enabled || !graphs_.status.refused.empty()) return false;
-  const GraphKey key = graph_key();
+  const GraphKey key = graph_key(opt);
   if (graphs_.graph && graphs_.graph->ready() && graphs_.key == key) {
     replay_graph();
     return true;
@@ -840,7 +840,7 @@ bool AlexNet::graphed_pass(const std::function<void()>& compute) {
     why = e.what();
     ALEXNET_CHECK(graphs_.graph->abandon(), "a tower stream stayed in CUDA graph capture after: ", why);
   }
-  if (captured && !(graph_key() == key)) {
+  if (captured && !(graph_key(opt) == key)) {
     captured = false;
     why = "the pass replaced device memory while it was captured";
   }

@@ -225,16 +225,17 @@ class AlexNet {
     int64_t n = 0;
     bool crops = false, dropout = false;
     const void* input = nullptr;  // the caller's batch used in place on tower 0 (else null)
+    uint64_t seed = 0;            // PassOptions::seed (the dropout key is a kernel argument)
     uint64_t ws_generation = 0, resource_generation = 0;
     bool operator==(const GraphKey& o) const {
-      return n == o.n && crops == o.crops && dropout == o.dropout && input == o.input &&
+      return n == o.n && crops == o.crops && dropout == o.dropout && input == o.input && seed == o.seed &&
              ws_generation == o.ws_generation && resource_generation == o.resource_generation;
     }
   };
-  GraphKey graph_key() const;
+  GraphKey graph_key(const PassOptions& opt) const;
   // Runs `compute` (the device work of a training pass) as a CUDA graph, capturing it first when due;
   // false when the pass is to run stream by stream (graphs off, refused, or a first pass of its kind).
-  bool graphed_pass(const std::function<void()>& compute);
+  bool graphed_pass(const PassOptions& opt, const std::function<void()>& compute);
   void replay_graph();
   double train_from(const Tensor* images, const CropBatch* crops, const Tensor& labels, const PassOptions& opt,
                     Tensor* logits);

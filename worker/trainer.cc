@@ -683,8 +683,9 @@ int Worker::run() {
     const int64_t done = state_.step - start_step_;
     if (rank_ == 0 && devices_[0].is_cuda() && (done == 2 || (done == 1 && state_.step == total_steps_)))
       for (const ConvPlanInfo& plan : cuda_conv_plan_report().plans) log_info("convolution plan: ", plan.text);
-    // The training pass is captured on the third step like the one before it (parallel.cuda_graphs).
-    if (rank_ == 0 && model_->graph_status().enabled && done == 3) log_info(graph_line());
+    // By then the training pass has been captured (parallel.cuda_graphs): the first steps allocate and
+    // search, and the next like the one before it is captured.
+    if (rank_ == 0 && model_->graph_status().enabled && done == 5) log_info(graph_line());
 #endif
     const bool epoch_end = state_.epoch_step == 0;
     if (state_.interval.steps > 0 && (state_.step % config_.log.every_steps == 0 || epoch_end || state_.step == total_steps_))

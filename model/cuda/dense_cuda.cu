@@ -895,16 +895,19 @@ uint64_t cuda_resource_generation() { return g_resource_generation.load(); }
 void set_cuda_precision(Precision p) {
   std::lock_guard<std::mutex> lock(g_mu);
   g_precision = p;
+  ++g_resource_generation;  // a captured pass ran the old choice
 }
 
 void set_cuda_deterministic(bool deterministic) {
   std::lock_guard<std::mutex> lock(g_mu);
   g_deterministic = deterministic;
+  ++g_resource_generation;  // a captured pass ran the old choice
 }
 
 void set_cuda_bf16_conv_layout(Bf16ConvLayout layout) {
   std::lock_guard<std::mutex> lock(g_mu);
   g_bf16_layout = layout;
+  ++g_resource_generation;  // a captured pass ran the old choice
 }
 
 ConvPlanReport cuda_conv_plan_report() {
@@ -934,6 +937,9 @@ ConvPlanReport cuda_conv_plan_report() {
         ++info.passes;
         if (nhwc) ++info.nhwc_passes;
       }
+    info.nondeterministic = (p->fwd.chosen && !p->fwd.deterministic) ||
+                            (p->bwd_filter.chosen && !p->bwd_filter.deterministic) ||
+                            (p->bwd_data.chosen && !p->bwd_data.deterministic);
     if (low && !p->unsupported) {
       report.bf16_passes += info.passes;
       report.bf16_nhwc_passes += info.nhwc_passes;

@@ -148,6 +148,14 @@ bool CudaPassGraph::end(std::string* why) {
     return false;
   }
   nodes_ = nodes;
+  // Uploaded now, so the first launch does not pay for it.
+  err = cudaGraphUpload(exec_, o.stream);
+  if (err != cudaSuccess) {
+    cudaGetLastError();
+    destroy_graph();
+    *why = failure("cudaGraphUpload", err);
+    return false;
+  }
   return true;
 }
 

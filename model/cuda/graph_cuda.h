@@ -31,7 +31,9 @@ class CudaPassGraph {
   // Drops the graph and begins capturing what this thread queues on the origin and on the other streams:
   // they are forked from the origin at once, so each is part of the capture from its first operation.
   // Thread-local capture mode: a call of this thread that is illegal while capturing (an allocation, a
-  // synchronisation, work on the legacy stream) fails and invalidates the capture instead of running.
+  // synchronisation, work on the legacy stream) fails and invalidates the capture instead of running. The
+  // tower streams are blocking streams, so work on a device's legacy stream from any thread during the
+  // capture would fail too (cudaErrorStreamCaptureImplicit); no other thread of ours uses CUDA.
   void begin();
   // While capturing: an event recorded into the graph (an external event node) where the work queued so far
   // on `stream` (one of the streams) ends; in each launch it completes when that work has. Returns its index.

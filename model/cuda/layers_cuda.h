@@ -114,6 +114,7 @@ struct ConvPlanInfo {
   bool unsupported = false;
   int passes = 0;
   int nhwc_passes = 0;
+  bool nondeterministic = false;  // an algorithm of a direction whose results may vary run to run
 };
 struct ConvPlanReport {
   std::vector<ConvPlanInfo> plans;
