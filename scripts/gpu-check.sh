@@ -483,7 +483,8 @@ print("\n".join(sorted(e for e in exes if e)))')
       tails=""
       for run in float32_128 bf16_128 float32_8 float32_128_graphs float32_8_graphs; do
         t=$(awk '/^ours_gpu_tail_s/ {printf "%.2f", $2 * 1000}' "$logs/bench_$run.log" 2>/dev/null || true)
-        tails="$tails ${run/_/ batch }: ${t:-failed} ms;"
+        name=${run/_/ batch }
+        tails="$tails ${name/_graphs/ with graphs}: ${t:-failed} ms;"
       done
       # What a timed step allocates (device and page-locked memory) and how often it blocks the host (the
       # float batch already on the GPU; the demo column above has the worker's own crops path).
@@ -491,7 +492,8 @@ print("\n".join(sorted(e for e in exes if e)))')
       for run in float32_128 bf16_128 float32_128_graphs; do
         a=$(awk '/^steady_allocations_per_step/ {a = $2} /^steady_host_waits_per_step/ {w = $2}
                  END {if (a != "") print a " allocations, " w " host waits"}' "$logs/bench_$run.log" 2>/dev/null || true)
-        steady="$steady ${run/_/ batch }: ${a:-failed};"
+        name=${run/_/ batch }
+        steady="$steady ${name/_graphs/ with graphs}: ${a:-failed};"
       done
       # Why capture was refused, if it was (the graphs column then shows passes issued stream by stream).
       refused=$(grep -h -m1 '^cuda_graph_refused' "$logs"/bench_*_graphs.log 2>/dev/null | head -1 || true)
