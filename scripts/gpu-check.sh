@@ -402,6 +402,17 @@ print("\n".join(sorted(e for e in exes if e)))')
       # Batch 128 at every precision first: if the budget ends early, what is lost is batch 256.
       stage_end=0
       failures=()
+      # bench_train once more at batch $1 and precision $2 with the settings after the log's tag $3: its
+      # img/s ("(capture refused)" beside it where CUDA graphs were asked for and refused), or how it ended.
+      variant_run() {
+        local batch=$1 precision=$2 tag=$3 rc=0
+        shift 3
+        limited 60 "$pack/app/bench_train" --device cuda --batch "$batch" --iters 20 --no-sgemm --no-crops \
+          --set "parallel.precision=$precision" "$@" >"$logs/bench_${precision}_${batch}_$tag.log" 2>&1 || rc=$?
+        if [ "$rc" != 0 ]; then outcome "$rc"; return 0; fi
+        awk '/^ours_img_per_s/ {v = $2} /^cuda_graph_refused/ {r = 1} END {print (r ? v " (capture refused)" : v)}' \
+          "$logs/bench_${precision}_${batch}_$tag.log"
+      }
       bench_rows() {
         local batch=$1 precision
         for precision in float32 tf32 bf16; do
@@ -435,26 +446,14 @@ print("\n".join(sorted(e for e in exes if e)))')
             # Printed after the table, which stays in one piece.
             [ "$rc" = 125 ] || failures+=("--- bench_train, $precision, batch $batch: $ours" "$(tail -5 "$logs/bench_${precision}_$batch.log")")
           fi
-          # parallel.deterministic false (cuDNN's fastest algorithms, as cudnn.benchmark picks), batch 128.
+          # At batch 128 two variants: parallel.deterministic false (cuDNN's fastest algorithms, as
+          # cudnn.benchmark picks) and parallel.cuda_graphs (the timed steps replay the pass captured in
+          # the warm-up).
           fastest=-
-          if [ "$batch" = 128 ]; then
-            rc=0
-            limited 60 "$pack/app/bench_train" --device cuda --batch "$batch" --iters 20 --no-sgemm --no-crops \
-              --set "parallel.precision=$precision" --set parallel.deterministic=false \
-              >"$logs/bench_${precision}_${batch}_fastest.log" 2>&1 || rc=$?
-            fastest=$(outcome "$rc")
-            [ "$rc" != 0 ] || fastest=$(awk '/^ours_img_per_s/ {print $2}' "$logs/bench_${precision}_${batch}_fastest.log")
-          fi
-          # parallel.cuda_graphs (the timed steps replay the pass captured in the warm-up), batch 128.
           graphed=-
           if [ "$batch" = 128 ]; then
-            rc=0
-            limited 60 "$pack/app/bench_train" --device cuda --batch "$batch" --iters 20 --no-sgemm --no-crops \
-              --set "parallel.precision=$precision" --set parallel.cuda_graphs=true \
-              >"$logs/bench_${precision}_${batch}_graphs.log" 2>&1 || rc=$?
-            graphed=$(outcome "$rc")
-            [ "$rc" != 0 ] || graphed=$(awk '/^ours_img_per_s/ {v = $2} /^cuda_graph_refused/ {r = 1}
-                                              END {print (r ? v " (capture refused)" : v)}' "$logs/bench_${precision}_${batch}_graphs.log")
+            fastest=$(variant_run "$batch" "$precision" fastest --set parallel.deterministic=false)
+            graphed=$(variant_run "$batch" "$precision" graphs --set parallel.cuda_graphs=true)
           fi
           torch=$(limited 90 "${host_env[@]}" python3 bench/torch_alexnet_bench.py --device cuda --precision "$precision" --batch "$batch" \
                     --iters 20 --warmup 5 2>"$logs/torch_${precision}_$batch.log" | awk '/^torch_img_per_s/ {print $2}') || torch=""
