@@ -801,25 +801,25 @@ double AlexNet::train_from(const Tensor* images, const CropBatch* crops, const T
   return loss;
 }
 
-AlexNet::GraphKey AlexNet::graph_key(const PassOptions& opt) const {
+PassKey AlexNet::pass_key(const PassOptions& opt) const {
   const Tower& t0 = towers_[0];
-  return {pass_n_,     pass_crops_, pass_dropout_, t0.input_is_callers ? t0.ws.at("x").raw_data() : nullptr,
-          opt.seed, ws_generation_, ops::device_resource_generation()};
+  PassKey key;
+  key.n = pass_n_;
+  key.crops = pass_crops_;
+  key.dropout = pass_dropout_;
+  key.input = t0.input_is_callers ? t0.ws.at("x").raw_data() : nullptr;
+  key.seed = opt.seed;
+  key.ws_generation = ws_generation_;
+  key.resource_generation = ops::device_resource_generation();
+  return key;
 }
 
 bool AlexNet::graphed_pass(const PassOptions& opt, const std::function<void()>& compute) {
-  if (!graphs_.status.enabled || !graphs_.status.refused.empty()) return false;
-  const GraphKey key = graph_key(opt);
-  if (graphs_.graph && graphs_.graph->ready() && graphs_.key == key) {
-    replay_graph();
-    return true;
-  }
-  // The first pass of a kind runs stream by stream: it allocates its buffers and workspaces and has cuDNN
-  // choose its algorithms, none of which may happen inside a capture. The next one like it is captured.
-  if (!graphs_.warm || !(graphs_.warm_key == key)) {
-    graphs_.warm = true;
-    graphs_.warm_key = key;
-    return false;
+  const PassKey key = pass_key(opt);
+  switch (graphs_.schedule.next(key)) {
+    case GraphSchedule::Action::kStreams: return false;
+    case GraphSchedule::Action::kReplay: replay_graph(); return true;
+    case GraphSchedule::Action::kCapture: break;
   }
   if (!graphs_.graph) {
     // Marks: one per layer with parameters and tower (ready() in backward), at most 10.
@@ -840,17 +840,18 @@ bool AlexNet::graphed_pass(const PassOptions& opt, const std::function<void()>& 
     why = e.what();
     ALEXNET_CHECK(graphs_.graph->abandon(), "a tower stream stayed in CUDA graph capture after: ", why);
   }
-  if (captured && !(graph_key(opt) == key)) {
+  if (captured && pass_key(opt) != key) {
     captured = false;
     why = "the pass replaced device memory while it was captured";
   }
   if (!captured) {
     // Nothing captured has run: the caller runs the pass stream by stream, as every later one.
-    graphs_.status.refused = why.empty() ? "the capture failed" : why;
+    graphs_.schedule.refuse(why);
+    graphs_.status.refused = graphs_.schedule.refused();
     graphs_.graph.reset();
     return false;
   }
-  graphs_.key = key;
+  graphs_.schedule.captured(key);
   ++graphs_.status.captures;
   graphs_.status.nodes = graphs_.graph->nodes();
   replay_graph();
@@ -870,6 +871,7 @@ void AlexNet::replay_graph() {
 
 void AlexNet::set_cuda_graphs(bool on) {
   graphs_.status.enabled = on && devices_[0].is_cuda() && devices_[1].is_cuda();
+  graphs_.schedule.set_enabled(graphs_.status.enabled);
   if (!graphs_.status.enabled) graphs_.graph.reset();
   if (graphs_.status.enabled && !graphs_.readback.get()) graphs_.readback = TowerStream(devices_[0]);
 }

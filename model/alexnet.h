@@ -14,6 +14,7 @@
 
 #include "core/config.h"
 #include "core/tensor.h"
+#include "model/graph_schedule.h"
 #include "model/ops.h"
 
 struct CUstream_st;
@@ -220,19 +221,8 @@ class AlexNet {
   // counters), and the towers' work from there, which a CUDA graph can capture and replay.
   void stage_inputs(const Tensor* images, const CropBatch* crops, bool training, const PassOptions& opt);
   Tensor forward_compute(bool training, const PassOptions& opt);
-  // What a captured graph depends on: a pass with another key cannot replay it.
-  struct GraphKey {
-    int64_t n = 0;
-    bool crops = false, dropout = false;
-    const void* input = nullptr;  // the caller's batch used in place on tower 0 (else null)
-    uint64_t seed = 0;            // PassOptions::seed (the dropout key is a kernel argument)
-    uint64_t ws_generation = 0, resource_generation = 0;
-    bool operator==(const GraphKey& o) const {
-      return n == o.n && crops == o.crops && dropout == o.dropout && input == o.input && seed == o.seed &&
-             ws_generation == o.ws_generation && resource_generation == o.resource_generation;
-    }
-  };
-  GraphKey graph_key(const PassOptions& opt) const;
+  // What a captured graph of the pass just staged depends on (model/graph_schedule.h).
+  PassKey pass_key(const PassOptions& opt) const;
   // Runs `compute` (the device work of a training pass) as a CUDA graph, capturing it first when due;
   // false when the pass is to run stream by stream (graphs off, refused, or a first pass of its kind).
   bool graphed_pass(const PassOptions& opt, const std::function<void()>& compute);
@@ -266,9 +256,7 @@ class AlexNet {
     TowerStream readback;
     std::unique_ptr<ops::PassGraph> graph;  // destroyed before the tower streams (declared after towers_)
     int loss_mark = 0;  // the graph's mark where the loss and logits are final
-    GraphKey key;       // the captured graph's
-    GraphKey warm_key;  // the last pass run stream by stream
-    bool warm = false;
+    GraphSchedule schedule;
     bool capturing = false;
     std::vector<GraphPoint> points;
   } graphs_;
