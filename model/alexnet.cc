@@ -822,9 +822,10 @@ bool AlexNet::graphed_pass(const PassOptions& opt, const std::function<void()>& 
     case GraphSchedule::Action::kCapture: break;
   }
   if (!graphs_.graph) {
-    // Marks: one per layer with parameters and tower (ready() in backward), at most 10.
+    // Marks per stream: one per layer with parameters (ready() in backward: 10 with batch norm), and the
+    // loss's on tower 0's.
     graphs_.graph = std::make_unique<ops::PassGraph>(
-        stream(0), devices_[0], std::vector<std::pair<ops::Stream, Device>>{{stream(1), devices_[1]}}, 10);
+        stream(0), devices_[0], std::vector<std::pair<ops::Stream, Device>>{{stream(1), devices_[1]}}, 11);
   }
   graphs_.points.clear();
   std::string why;
@@ -839,6 +840,10 @@ bool AlexNet::graphed_pass(const PassOptions& opt, const std::function<void()>& 
     graphs_.capturing = false;
     why = e.what();
     ALEXNET_CHECK(graphs_.graph->abandon(), "a tower stream stayed in CUDA graph capture after: ", why);
+  } catch (...) {
+    graphs_.capturing = false;
+    graphs_.graph->abandon();
+    throw;
   }
   if (captured && pass_key(opt) != key) {
     captured = false;

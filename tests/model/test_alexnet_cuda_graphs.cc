@@ -149,7 +149,10 @@ class AlexNetCudaGraphs : public ::testing::TestWithParam<Case> {};
 // Phases of steps of one kind each: host images at batch 8; uint8 crops; batch 5 with an inference pass at
 // batch 8 in the middle (its buffers replace the training ones: the graph must be captured again); a
 // batch kept on the GPU and read in place, rewritten before each step; host images at 8 again. The last
-// step of every phase must be a replay of a graph captured before it.
+// step of every phase must be a replay of a graph captured before it. (A kind is captured on its third pass
+// at the latest: the first allocates in staging and in its work, the second is the first whose key holds
+// still, the third is captured; a bf16 convolution falling back to TF32 may search once more, which adds
+// one pass. Each phase has room for that.)
 TEST_P(AlexNetCudaGraphs, ReplaysAreTheStreamPassesBitForBit) {
   const int gpus = cuda_device_count();
   if (gpus == 0) GTEST_SKIP() << "no CUDA device: " << device_summary();
@@ -173,8 +176,8 @@ TEST_P(AlexNetCudaGraphs, ReplaysAreTheStreamPassesBitForBit) {
   };
   const std::vector<Phase> phases = {{"images", 8, Input::kImages, 5},
                                      {"crops", 8, Input::kCrops, 4},
-                                     {"batch 5", 5, Input::kImages, 6, 2},
-                                     {"on the GPU", 8, Input::kOnGpu, 4},
+                                     {"batch 5", 5, Input::kImages, 7, 2},
+                                     {"on the GPU", 8, Input::kOnGpu, 5},
                                      {"images again", 8, Input::kImages, 4}};
   for (const auto& devices : placements) {
     const std::string where = str_cat(devices[0].str(), "+", devices[1].str(), " ", c.name);
