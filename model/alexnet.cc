@@ -381,6 +381,15 @@ void AlexNet::stage_inputs(const Tensor* images, const CropBatch* crops, bool tr
     pass_ids_.resize(n);
     for (int64_t i = 0; i < n; ++i) pass_ids_[i] = opt.sample_ids ? opt.sample_ids[i] : i;
   }
+  // On a GPU, each row's draw counter, (step << 32) | sample (kernel_elements.h: dropout_fwd), made here,
+  // so the step reaches the kernels as data (their step argument is 0) and a replayed graph draws the new
+  // step's masks.
+  Tensor counters;
+  if (dropout && (devices_[0].is_cuda() || devices_[1].is_cuda())) {
+    counters = Tensor::empty({n}, DType::kI64);
+    for (int64_t i = 0; i < n; ++i)
+      counters.data<int64_t>()[i] = static_cast<int64_t>((opt.step << 32) | static_cast<uint64_t>(pass_ids_[i]));
+  }
   // Each tower's copy of the input (the host batch itself on the CPU), and of the sample ids for the
   // dropout draws on a device. With both towers on CUDA devices only tower 0 takes the batch from the
   // host (and normalises the crops); tower 1 copies tower 0's input on the device (or over the peer
@@ -424,15 +433,7 @@ void AlexNet::stage_inputs(const Tensor* images, const CropBatch* crops, bool tr
         io.upload(crops->lighting, scratch(t, "lighting", {n, 3}));
       }
     }
-    if (dropout) {
-      // Each row's draw counter, (step << 32) | sample (kernel_elements.h: dropout_fwd), made here, so the
-      // step reaches the kernels as data (their step argument is 0) and a replayed graph draws the new
-      // step's masks.
-      std::vector<int64_t> counters(n);
-      for (int64_t i = 0; i < n; ++i)
-        counters[i] = static_cast<int64_t>((opt.step << 32) | static_cast<uint64_t>(pass_ids_[i]));
-      io.upload(Tensor::from_vector<int64_t>({n}, std::move(counters)), scratch(t, "sample_ids", {n}, DType::kI64));
-    }
+    if (dropout) io.upload(counters, scratch(t, "sample_ids", {n}, DType::kI64));
   }
 }
 
@@ -852,20 +853,19 @@ bool AlexNet::graphed_pass(const PassOptions& opt, const std::function<void()>& 
   if (!captured) {
     // Nothing captured has run: the caller runs the pass stream by stream, as every later one.
     graphs_.schedule.refuse(why);
-    graphs_.status.refused = graphs_.schedule.refused();
     graphs_.graph.reset();
     return false;
   }
   graphs_.schedule.captured(key);
-  ++graphs_.status.captures;
-  graphs_.status.nodes = graphs_.graph->nodes();
+  ++graphs_.captures;
+  graphs_.nodes = graphs_.graph->nodes();
   replay_graph();
   return true;
 }
 
 void AlexNet::replay_graph() {
   graphs_.graph->launch();
-  ++graphs_.status.replays;
+  ++graphs_.replays;
   if (!grad_ready_) return;
   // In backward's order; each consumer waits, on its own stream, for its point inside the graph.
   for (const GraphPoint& p : graphs_.points) {
@@ -875,10 +875,20 @@ void AlexNet::replay_graph() {
 }
 
 void AlexNet::set_cuda_graphs(bool on) {
-  graphs_.status.enabled = on && devices_[0].is_cuda() && devices_[1].is_cuda();
-  graphs_.schedule.set_enabled(graphs_.status.enabled);
-  if (!graphs_.status.enabled) graphs_.graph.reset();
-  if (graphs_.status.enabled && !graphs_.readback.get()) graphs_.readback = TowerStream(devices_[0]);
+  const bool enabled = on && devices_[0].is_cuda() && devices_[1].is_cuda();
+  graphs_.schedule.set_enabled(enabled);
+  if (!enabled) graphs_.graph.reset();
+  if (enabled && !graphs_.readback.get()) graphs_.readback = TowerStream(devices_[0]);
+}
+
+AlexNet::GraphStatus AlexNet::graph_status() const {
+  GraphStatus g;
+  g.enabled = graphs_.schedule.enabled();
+  g.captures = graphs_.captures;
+  g.replays = graphs_.replays;
+  g.nodes = graphs_.nodes;
+  g.refused = graphs_.schedule.refused();
+  return g;
 }
 
 Tensor AlexNet::infer(const Tensor& images) {

@@ -170,7 +170,7 @@ class AlexNet {
     size_t nodes = 0;      // nodes of the last graph
     std::string refused;   // why capture was given up (empty: it was not)
   };
-  const GraphStatus& graph_status() const { return graphs_.status; }
+  GraphStatus graph_status() const;
 
   // An activation of tower t from the last pass, on its device: "a1".."a5" (after the activation
   // function), "n1", "n2" (after the norm layer; absent for norm: none), "p1", "p2", "p5" (after
@@ -251,7 +251,8 @@ class AlexNet {
     int mark = 0;
   };
   struct Graphs {
-    GraphStatus status;
+    int64_t captures = 0, replays = 0;  // GraphStatus's counts
+    size_t nodes = 0;
     // The stream on tower 0's device that copies the loss and logits back after a launch.
     TowerStream readback;
     std::unique_ptr<ops::PassGraph> graph;  // destroyed before the tower streams (declared after towers_)

@@ -231,7 +231,6 @@ void PassGraph::begin() { impl_->graph.begin(); }
 int PassGraph::mark(Stream stream) { return impl_->graph.mark(stream); }
 bool PassGraph::end(std::string* why) { return impl_->graph.end(why); }
 bool PassGraph::abandon() noexcept { return impl_->graph.abandon(); }
-bool PassGraph::ready() const { return impl_->graph.ready(); }
 void PassGraph::launch() { impl_->graph.launch(); }
 void* PassGraph::event(int index) const { return impl_->graph.event(index); }
 void PassGraph::wait(int index, Stream stream, Device device) const {
@@ -249,7 +248,6 @@ void PassGraph::begin() { ALEXNET_FAIL("unreachable: no CUDA backend"); }
 int PassGraph::mark(Stream) { ALEXNET_FAIL("unreachable: no CUDA backend"); }
 bool PassGraph::end(std::string*) { ALEXNET_FAIL("unreachable: no CUDA backend"); }
 bool PassGraph::abandon() noexcept { return true; }
-bool PassGraph::ready() const { return false; }
 void PassGraph::launch() { ALEXNET_FAIL("unreachable: no CUDA backend"); }
 void* PassGraph::event(int) const { ALEXNET_FAIL("unreachable: no CUDA backend"); }
 void PassGraph::wait(int, Stream, Device) const { ALEXNET_FAIL("unreachable: no CUDA backend"); }

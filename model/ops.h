@@ -123,7 +123,6 @@ class PassGraph {
   int mark(Stream stream);
   bool end(std::string* why);
   bool abandon() noexcept;
-  bool ready() const;
   void launch();
   void* event(int index) const;
   void wait(int index, Stream stream, Device device) const;

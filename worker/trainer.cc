@@ -257,7 +257,7 @@ void Worker::choose_devices() {
 }
 
 std::string Worker::graph_line() const {
-  const AlexNet::GraphStatus& g = model_->graph_status();
+  const AlexNet::GraphStatus g = model_->graph_status();
   if (!g.refused.empty())
     return str_cat("CUDA graphs: capture refused, training passes run stream by stream: ", g.refused);
   return str_cat("CUDA graphs: ", g.captures, g.captures == 1 ? " capture" : " captures", ", ", g.replays,

@@ -136,7 +136,6 @@ StreamContext& context(int device, CudaStream stream) {
     CUBLAS_OK(cublasSetStream(ctx->cublas, stream));
     // After cublasSetStream, which puts the library's default workspace back.
     CUBLAS_OK(cublasSetWorkspace(ctx->cublas, ctx->gemm.ensure(kCublasWorkspace, stream), kCublasWorkspace));
-    ++g_resource_generation;
     slot = std::move(ctx);
   }
   return *slot;

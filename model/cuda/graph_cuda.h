@@ -46,10 +46,8 @@ class CudaPassGraph {
   // could not be taken out of capture (the streams are then unusable).
   bool abandon() noexcept;
 
-  bool ready() const { return exec_ != nullptr; }
-  bool capturing() const { return capturing_; }
   // Queues the graph on the origin stream after the work queued so far there and on the other streams, and
-  // makes the other streams' later work wait for it. ready() must hold.
+  // makes the other streams' later work wait for it. end() must have succeeded.
   void launch();
   // The event of mark `index` (a cudaEvent_t), for consumers after launch().
   void* event(int index) const;

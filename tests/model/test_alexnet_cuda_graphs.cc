@@ -238,7 +238,7 @@ TEST_P(AlexNetCudaGraphs, ReplaysAreTheStreamPassesBitForBit) {
             << what << ": gradients as on_grad_ready's consumers read them";
         EXPECT_EQ(differing(graphed.gradients(), eager.gradients(), exact), "") << what << ": gradients";
         EXPECT_EQ(differing(graphed.state(), eager.state(), exact), "") << what << ": weights after the SGD step";
-        const AlexNet::GraphStatus& now = graphed.graph_status();
+        const AlexNet::GraphStatus now = graphed.graph_status();
         last_was_steady = now.replays > before.replays && now.captures == before.captures;
         if (last_was_steady) {
           // A replay of a graph captured before this step: nothing allocated, one wait (the loss).
@@ -259,7 +259,7 @@ TEST_P(AlexNetCudaGraphs, ReplaysAreTheStreamPassesBitForBit) {
       }
     }
     EXPECT_EQ(eager_copies.errors() + graphed_copies.errors(), 0) << where << ": CUDA errors of the copies";
-    const AlexNet::GraphStatus& g = graphed.graph_status();
+    const AlexNet::GraphStatus g = graphed.graph_status();
     std::printf("%s: %lld captures, %lld replays (%lld steady), %zu nodes%s%s\n", where.c_str(),
                 static_cast<long long>(g.captures), static_cast<long long>(g.replays),
                 static_cast<long long>(steady_steps), g.nodes, g.refused.empty() ? "" : ", refused: ",
