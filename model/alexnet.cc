@@ -606,6 +606,7 @@ void AlexNet::backward(const Tensor& dlogits) {
   auto ws = [&](int t, const std::string& name) -> Tensor& { return towers_[t].ws.at(name); };
   // Tower t's weight and bias gradients of `layer` are final.
   auto ready = [&](int t, const std::string& layer) {
+    if (!graphs_.capturing && !grad_ready_) return;
     const auto w = static_cast<size_t>(index_of(layer + "/weight")), b = static_cast<size_t>(index_of(layer + "/bias"));
     if (graphs_.capturing) {
       // Captured: the consumers are called at each replay, after the launch, with this point's event.
@@ -614,7 +615,6 @@ void AlexNet::backward(const Tensor& dlogits) {
       graphs_.points.push_back({t, b, mark});
       return;
     }
-    if (!grad_ready_) return;
     grad_ready_(t, w);
     grad_ready_(t, b);
   };

@@ -19,11 +19,7 @@ struct PassKey {
   // layers' workspaces grown and algorithm searches: a change means a captured graph may name freed memory,
   // and that the pass allocated or searched, which no capture may do.
   uint64_t ws_generation = 0, resource_generation = 0;
-  bool operator==(const PassKey& o) const {
-    return n == o.n && crops == o.crops && dropout == o.dropout && input == o.input && seed == o.seed &&
-           ws_generation == o.ws_generation && resource_generation == o.resource_generation;
-  }
-  bool operator!=(const PassKey& o) const { return !(*this == o); }
+  bool operator==(const PassKey&) const = default;  // every field: a new one cannot be left out
 };
 
 class GraphSchedule {
