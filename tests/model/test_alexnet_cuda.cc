@@ -6,7 +6,6 @@
 // Label gpu: skips without a device.
 #include <gtest/gtest.h>
 
-#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <functional>
@@ -22,12 +21,14 @@
 #include "tests/common/expect.h"
 #include "tests/common/precision_scope.h"
 #include "tests/common/random_crops.h"
+#include "tests/common/seed.h"
 #include "worker/eval_chunks.h"
 
 namespace alexnet {
 namespace {
 
 using testing::PrecisionScope;
+using testing::printed_seed;
 using testing::below_a_pooling;
 using testing::rel_l2_diff;
 
@@ -38,12 +39,6 @@ ModelConfig small_model() {
   cfg.num_classes = 10;
   cfg.input_size = 99;
   return cfg;
-}
-
-uint64_t printed_seed() {
-  const uint64_t seed = static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
-  std::printf("seed %llu\n", static_cast<unsigned long long>(seed));
-  return seed;
 }
 
 struct Case {

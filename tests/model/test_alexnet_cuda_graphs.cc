@@ -7,7 +7,6 @@
 #include <gtest/gtest.h>
 
 #include <array>
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -23,17 +22,13 @@
 #include "tests/common/expect.h"
 #include "tests/common/gradcheck.h"
 #include "tests/common/precision_scope.h"
+#include "tests/common/seed.h"
 
 namespace alexnet {
 namespace {
 
 using testing::PrecisionScope;
-
-uint64_t printed_seed() {
-  const uint64_t seed = static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
-  std::printf("seed %llu\n", static_cast<unsigned long long>(seed));
-  return seed;
-}
+using testing::printed_seed;
 
 // Each gradient copied, when on_grad_ready reports it, on a non-blocking stream of its own that waits for
 // the point the model names (the graph's event, CudaReadyEventScope) or, stream by stream, for the work

@@ -5,7 +5,6 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
-#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -19,6 +18,7 @@
 #include "model/alexnet.h"
 #include "tests/common/gradcheck.h"
 #include "tests/common/expect.h"
+#include "tests/common/seed.h"
 
 namespace alexnet {
 namespace {
@@ -42,8 +42,7 @@ TEST(ToolCuda, GradAndStepMatchTheCpu) {
   if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device: " << device_summary();
   const fs::path dir = fs::temp_directory_path() / ("alexnet_tool_cuda_" + std::to_string(::getpid()));
   fs::create_directories(dir);
-  const uint64_t seed = static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
-  std::printf("seed %llu\n", static_cast<unsigned long long>(seed));
+  const uint64_t seed = testing::printed_seed();
   Config cfg = default_config({"model.num_classes=10", "model.input_size=99", "train.init=scaled"});
   AlexNet net(cfg.model);
   net.init_scaled(seed % 1000);
